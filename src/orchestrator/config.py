@@ -1,0 +1,110 @@
+"""Configuration from environment variables, validated once at start-up."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Known to everyone who reads this file: fine on a laptop, refused in production.
+DEFAULT_JWT_SECRET = "orchestrator-dev-secret-change-me"
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or malformed; start-up must stop."""
+
+
+def _env(name: str) -> Any:
+    return Field(validation_alias=AliasChoices(name))
+
+
+def _default_replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    """Every knob of the server. Each field reads exactly one variable."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    host: Annotated[str, _env("ORCHESTRATOR_HOST")] = "0.0.0.0"
+    port: Annotated[int, _env("ORCHESTRATOR_PORT"), Field(ge=0, le=65535)] = 50051
+    database_url: Annotated[str, _env("DATABASE_URL")] = "sqlite:./orchestrator.db"
+    jwt_secret: Annotated[SecretStr, _env("JWT_SECRET")] = SecretStr(DEFAULT_JWT_SECRET)
+    jwt_expiration_seconds: Annotated[int, _env("JWT_EXPIRATION_SECONDS"), Field(gt=0)] = 3600
+    max_connections: Annotated[int, _env("MAX_CONNECTIONS"), Field(ge=1, le=10_000)] = 100
+    stream_buffer_size: Annotated[int, _env("STREAM_BUFFER_SIZE"), Field(ge=1, le=1_000_000)] = 100
+
+    env: Annotated[Literal["development", "production"], _env("ORCHESTRATOR_ENV")] = "development"
+    log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR"], _env("ORCHESTRATOR_LOG_LEVEL")
+    ] = "INFO"
+    log_format: Annotated[Literal["text", "json"], _env("ORCHESTRATOR_LOG_FORMAT")] = "text"
+    shutdown_grace_seconds: Annotated[
+        float, _env("ORCHESTRATOR_SHUTDOWN_GRACE_SECONDS"), Field(ge=0, le=3600)
+    ] = 10.0
+    auto_migrate: Annotated[bool, _env("ORCHESTRATOR_AUTO_MIGRATE")] = True
+    admin_username: Annotated[str | None, _env("ORCHESTRATOR_ADMIN_USERNAME")] = None
+    admin_password: Annotated[SecretStr | None, _env("ORCHESTRATOR_ADMIN_PASSWORD")] = None
+    refresh_token_expiration_seconds: Annotated[
+        int, _env("ORCHESTRATOR_REFRESH_TOKEN_EXPIRATION_SECONDS"), Field(gt=0)
+    ] = 30 * 24 * 3600
+    replica_id: Annotated[str, _env("ORCHESTRATOR_REPLICA_ID"), Field(min_length=1)] = Field(
+        default_factory=_default_replica_id
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql://", "postgres://")):
+            raise ValueError("expected sqlite:PATH, sqlite::memory: or postgresql://...")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def address(self) -> str:
+        """host:port as gRPC wants it, with IPv6 literals in brackets."""
+        host = self.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{host}:{self.port}"
+
+    @property
+    def uses_default_jwt_secret(self) -> bool:
+        return self.jwt_secret.get_secret_value() == DEFAULT_JWT_SECRET
+
+
+def _variable(settings_field: str) -> str:
+    alias = Settings.model_fields[settings_field].validation_alias
+    assert isinstance(alias, AliasChoices)
+    return str(alias.choices[0])
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment, or raise ConfigError naming
+    the variable and its value."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        variable = _variable(field) if field in Settings.model_fields else field
+        value = os.environ.get(variable, "")
+        reason = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"invalid {variable}={value!r}: {reason}") from None
+    if settings.env == "production" and settings.uses_default_jwt_secret:
+        raise ConfigError("JWT_SECRET must be set when ORCHESTRATOR_ENV=production")
+    if settings.env == "production" and len(settings.jwt_secret.get_secret_value()) < 32:
+        raise ConfigError("JWT_SECRET must be at least 32 bytes when ORCHESTRATOR_ENV=production")
+    if (settings.admin_username is None) != (settings.admin_password is None):
+        raise ConfigError(
+            "ORCHESTRATOR_ADMIN_USERNAME and ORCHESTRATOR_ADMIN_PASSWORD must be set together"
+        )
+    return settings

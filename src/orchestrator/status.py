@@ -1,0 +1,58 @@
+"""Between domain errors and gRPC status, both ways, in one place.
+
+The server turns an `OrchestratorError` into a `google.rpc.Status` (with a
+`BadRequest` detail listing field violations); the client SDK turns the
+status back into the same class, violations included.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from orchestrator.errors import BY_CODE, FieldViolation, InvalidArgument, OrchestratorError
+
+
+def to_status(error: OrchestratorError) -> grpc.Status:
+    proto = status_pb2.Status(code=error.grpc_code.value[0], message=error.message)
+    if isinstance(error, InvalidArgument) and error.violations:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in error.violations
+            ]
+        )
+        proto.details.add().Pack(bad_request)
+    return rpc_status.to_status(proto)
+
+
+def from_rpc_error(error: grpc.aio.AioRpcError) -> OrchestratorError:
+    """The domain error a failed call stands for; a plain
+    `OrchestratorError` for codes the server never sends on purpose."""
+    code = error.code()
+    message = error.details() or code.name
+    cls = BY_CODE.get(code)
+    if cls is InvalidArgument:
+        return InvalidArgument(message, violations=violations(error))
+    if cls is None:
+        return OrchestratorError(f"{code.name}: {message}")
+    return cls(message)
+
+
+def violations(error: grpc.aio.AioRpcError) -> list[FieldViolation]:
+    """The field violations a failed call carries in its rich status."""
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:  # details disagree with the status: no rich status to trust
+        return []
+    found: list[FieldViolation] = []
+    for detail in status.details if status else ():
+        bad_request = error_details_pb2.BadRequest()
+        if detail.Unpack(bad_request):
+            found.extend(
+                FieldViolation(v.field, v.description) for v in bad_request.field_violations
+            )
+    return found

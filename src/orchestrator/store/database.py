@@ -1,0 +1,111 @@
+"""The connection to SQLite or PostgreSQL, and how transactions begin.
+
+`read()` gives a connection for queries; `write()` a transaction that will
+write. On SQLite a write transaction starts with BEGIN IMMEDIATE (a deferred
+one that later writes fails with SQLITE_BUSY at once in WAL mode, whatever
+the busy timeout), and writers in this process queue on a lock instead of
+spinning on the busy timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+Dialect = Literal["sqlite", "postgresql"]
+
+_BUSY_TIMEOUT_MS = 10_000
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    """DATABASE_URL (`sqlite:PATH`, `sqlite::memory:`, `postgresql://…`) as
+    SQLAlchemy's async URL."""
+    if database_url.startswith("sqlite:"):
+        path = database_url.removeprefix("sqlite:").removeprefix("//")
+        return "sqlite+aiosqlite:///" + path
+    for scheme in ("postgresql://", "postgres://"):
+        if database_url.startswith(scheme):
+            return "postgresql+asyncpg://" + database_url.removeprefix(scheme)
+    raise ValueError(f"unsupported database URL: {database_url}")
+
+
+def _is_memory(database_url: str) -> bool:
+    return database_url.removeprefix("sqlite:") in (":memory:", "")
+
+
+class Database:
+    def __init__(self, database_url: str, *, pool_size: int = 10) -> None:
+        self.dialect: Dialect = "sqlite" if database_url.startswith("sqlite:") else "postgresql"
+        self.is_memory = self.dialect == "sqlite" and _is_memory(database_url)
+        options: dict[str, Any] = {}
+        if self.is_memory:
+            # One connection holds the whole database; every user shares it.
+            options["poolclass"] = StaticPool
+        elif self.dialect == "postgresql":
+            options["pool_size"] = min(pool_size, 20)
+            options["max_overflow"] = max(0, pool_size - options["pool_size"])
+            options["pool_pre_ping"] = True
+        self.engine: AsyncEngine = create_async_engine(sqlalchemy_url(database_url), **options)
+        self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        if self.dialect == "sqlite":
+            _install_sqlite_hooks(self.engine, wal=not self.is_memory)
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads; its implicit transaction ends on exit."""
+        if self.is_memory:
+            # A single shared connection: reads must not interleave with a write.
+            assert self._write_lock is not None
+            async with self._write_lock, self.engine.connect() as conn:
+                yield conn
+            return
+        async with self.engine.connect() as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction that commits on a clean exit and rolls back on error."""
+        if self._write_lock is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock, self.engine.connect() as conn:
+            await conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+            async with conn.begin():
+                yield conn
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _install_sqlite_hooks(engine: AsyncEngine, *, wal: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when a transaction begins.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if wal:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
