@@ -45,7 +45,8 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> OrchestratorError:
 def violations(error: grpc.aio.AioRpcError) -> list[FieldViolation]:
     """The field violations a failed call carries in its rich status."""
     try:
-        status = rpc_status.from_call(error)
+        # An aio error is a grpc.Call in all but name: same methods.
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
     except ValueError:  # details disagree with the status: no rich status to trust
         return []
     found: list[FieldViolation] = []

@@ -40,7 +40,7 @@ def _current(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-async def upgrade(database: Database) -> str:
+async def upgrade(database: Database) -> str | None:
     """Bring the schema to head; returns the revision it is at."""
     async with database.write() as conn:
         await conn.run_sync(_upgrade)

@@ -43,8 +43,9 @@ def _user(row: Any) -> User:
 
 async def create(conn: AsyncConnection, username: str, password_hash: str, role: str) -> User:
     now = utcnow()
+    user_id = str(uuid.uuid4())
     values = {
-        "id": str(uuid.uuid4()),
+        "id": user_id,
         "username": username,
         "password_hash": password_hash,
         "role": role,
@@ -58,7 +59,7 @@ async def create(conn: AsyncConnection, username: str, password_hash: str, role:
     except IntegrityError:
         raise AlreadyExists(f"user {username!r} already exists") from None
     return User(
-        id=values["id"],
+        id=user_id,
         username=username,
         password_hash=password_hash,
         role=role,

@@ -1,0 +1,75 @@
+"""`orchestrator`: the server's commands (serve, migrate)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import typer
+
+from orchestrator import __version__
+from orchestrator.config import ConfigError, Settings, load_settings
+from orchestrator.logs import configure as configure_logging
+
+app = typer.Typer(
+    name="orchestrator",
+    help="Task and workflow orchestration server, spoken to over gRPC.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_USAGE = 2
+
+
+def settings_or_exit() -> Settings:
+    """The settings, or one line on stderr naming the bad variable and exit 2."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"orchestrator: {exc}", file=sys.stderr)
+        raise typer.Exit(EXIT_USAGE) from None
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+@app.command()
+def serve(
+    migrate: bool = typer.Option(
+        True, "--migrate/--no-migrate", help="Run database migrations at start-up."
+    ),
+) -> None:
+    """Run the server (configured by environment variables)."""
+    from orchestrator.server import serve as run
+
+    settings = settings_or_exit()
+    if not migrate:
+        settings = settings.model_copy(update={"auto_migrate": False})
+    try:
+        asyncio.run(run(settings))
+    except OSError as exc:
+        print(f"orchestrator: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date, then exit."""
+    from orchestrator.store import Database, upgrade
+
+    settings = settings_or_exit()
+
+    async def run() -> str | None:
+        database = Database(settings.database_url)
+        try:
+            return await upgrade(database)
+        finally:
+            await database.close()
+
+    print(f"database at revision {asyncio.run(run())}")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(__version__)

@@ -1,0 +1,1 @@
+"""The rules: accounts, tasks, workflows, dispatch, leases and events."""

@@ -1,0 +1,163 @@
+"""Accounts: logging in, sessions with rotating refresh tokens, users."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from orchestrator.auth import passwords
+from orchestrator.auth.identity import Identity
+from orchestrator.auth.tokens import JwtManager, new_refresh_token
+from orchestrator.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated
+from orchestrator.store import Database
+from orchestrator.store import sessions as session_store
+from orchestrator.store import users as user_store
+from orchestrator.store.types import utcnow
+from orchestrator.store.users import User
+
+log = logging.getLogger(__name__)
+
+ROLES = ("admin", "member")
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{2,63}$")
+BAD_LOGIN = "invalid username or password"
+# Two refreshes of one token this close together are a client racing itself,
+# not a stolen token: the loser is refused, the family is left alone.
+_CONCURRENT_REFRESH = timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
+class Tokens:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    user: User
+
+
+def _digest(refresh_token: str) -> str:
+    return hashlib.sha256(refresh_token.encode()).hexdigest()
+
+
+def check_new_user(username: str, password: str, role: str) -> None:
+    problems = []
+    if not USERNAME.match(username):
+        problems.append(
+            FieldViolation(
+                "username",
+                "3 to 64 letters, digits or _.@- , starting with a letter or digit",
+            )
+        )
+    if reason := passwords.password_problem(password):
+        problems.append(FieldViolation("password", reason))
+    if role not in ROLES:
+        problems.append(FieldViolation("role", "must be 'admin' or 'member'"))
+    if problems:
+        raise InvalidArgument(violations=problems)
+
+
+class Accounts:
+    def __init__(self, database: Database, jwt: JwtManager, refresh_ttl_seconds: int) -> None:
+        self._db = database
+        self._jwt = jwt
+        self._refresh_ttl = timedelta(seconds=refresh_ttl_seconds)
+
+    async def login(self, username: str, password: str) -> Tokens:
+        async with self._db.read() as conn:
+            user = await user_store.by_username(conn, username)
+        # Same work and same answer for an unknown user, a disabled one and a
+        # wrong password: nothing tells them apart.
+        valid = await asyncio.to_thread(
+            passwords.verify_password, user.password_hash if user else None, password
+        )
+        if user is None or not valid or user.disabled:
+            raise Unauthenticated(BAD_LOGIN)
+        async with self._db.write() as conn:
+            return await self._open_session(conn, user, family_id=None)
+
+    async def refresh(self, refresh_token: str) -> Tokens:
+        # A refused refresh may still have to commit (a revoked family), so
+        # the transaction ends normally and the refusal is raised after it.
+        async with self._db.write() as conn:
+            tokens = await self._rotate(conn, refresh_token)
+        if tokens is None:
+            raise Unauthenticated()
+        return tokens
+
+    async def _rotate(self, conn: AsyncConnection, refresh_token: str) -> Tokens | None:
+        session = await session_store.by_refresh_hash(conn, _digest(refresh_token))
+        now = utcnow()
+        if session is None or session.revoked_at or session.expires_at <= now:
+            return None
+        if session.rotated_at is None and await session_store.mark_rotated(conn, session.id):
+            user = await user_store.by_id(conn, session.user_id)
+            if user is None or user.disabled:
+                return None
+            return await self._open_session(conn, user, family_id=session.family_id)
+        if session.rotated_at is not None and now - session.rotated_at > _CONCURRENT_REFRESH:
+            log.warning(
+                "refresh token reused: session family revoked",
+                extra={"user_id": session.user_id},
+            )
+            await session_store.revoke_family(conn, session.family_id)
+        return None
+
+    async def logout(self, identity: Identity, refresh_token: str) -> None:
+        async with self._db.write() as conn:
+            if refresh_token:
+                session = await session_store.by_refresh_hash(conn, _digest(refresh_token))
+                if session is None or session.user_id != identity.user_id:
+                    raise Unauthenticated()
+                await session_store.revoke_family(conn, session.family_id)
+            elif identity.session_id:
+                await session_store.revoke_family(conn, identity.session_id)
+
+    async def authenticate(self, token: str) -> Identity:
+        claims = self._jwt.verify(token)
+        return Identity(user_id=claims.user_id, role=claims.role, session_id=claims.session_id)
+
+    async def create_user(self, username: str, password: str, role: str) -> User:
+        check_new_user(username, password, role)
+        password_hash = await asyncio.to_thread(passwords.hash_password, password)
+        async with self._db.write() as conn:
+            return await user_store.create(conn, username, password_hash, role)
+
+    async def get_user(self, user_id: str) -> User:
+        async with self._db.read() as conn:
+            user = await user_store.by_id(conn, user_id)
+        if user is None:
+            raise NotFound(f"user {user_id} not found")
+        return user
+
+    async def ensure_admin(self, username: str, password: str) -> None:
+        """Make sure the bootstrap admin exists, with this password and role."""
+        check_new_user(username, password, "admin")
+        password_hash = await asyncio.to_thread(passwords.hash_password, password)
+        async with self._db.write() as conn:
+            user = await user_store.by_username(conn, username)
+            if user is None:
+                await user_store.create(conn, username, password_hash, "admin")
+                log.info("bootstrap admin created", extra={"username": username})
+                return
+            await user_store.set_password(conn, user.id, password_hash)
+            if user.role != "admin":
+                await user_store.set_role(conn, user.id, "admin")
+            log.info("bootstrap admin present", extra={"username": username})
+
+    async def _open_session(
+        self, conn: AsyncConnection, user: User, family_id: str | None
+    ) -> Tokens:
+        refresh_token = new_refresh_token()
+        session = await session_store.create(
+            conn,
+            user_id=user.id,
+            family_id=family_id,
+            refresh_token_hash=_digest(refresh_token),
+            expires_at=utcnow() + self._refresh_ttl,
+        )
+        access = self._jwt.issue(user_id=user.id, role=user.role, session_id=session.family_id)
+        return Tokens(access, refresh_token, self._jwt.expiration_seconds, user)

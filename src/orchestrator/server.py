@@ -1,0 +1,183 @@
+"""The server's lifecycle: ordered start-up, graceful shutdown (DESIGN §6)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from grpc import aio
+from grpc_health.v1 import health as grpc_health
+from grpc_health.v1 import health_pb2 as grpc_health_pb2
+from grpc_health.v1 import health_pb2_grpc as grpc_health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from orchestrator.auth import AuthGate, JwtManager
+from orchestrator.config import Settings
+from orchestrator.engine.accounts import Accounts
+from orchestrator.proto import (
+    auth_pb2,
+    auth_pb2_grpc,
+    health_pb2,
+    health_pb2_grpc,
+    tasks_pb2,
+    tasks_pb2_grpc,
+    workers_pb2,
+    workers_pb2_grpc,
+    workflows_pb2,
+    workflows_pb2_grpc,
+)
+from orchestrator.services.auth import AuthService
+from orchestrator.services.errors import ErrorInterceptor
+from orchestrator.services.health import HealthService
+from orchestrator.services.shutdown import Shutdown
+from orchestrator.services.unimplemented import partial
+from orchestrator.store import Database, upgrade
+
+log = logging.getLogger("orchestrator.server")
+
+SERVICE_NAMES = tuple(
+    module.DESCRIPTOR.services_by_name[name].full_name
+    for module, name in (
+        (health_pb2, "HealthService"),
+        (auth_pb2, "AuthService"),
+        (tasks_pb2, "TaskService"),
+        (workflows_pb2, "WorkflowService"),
+        (workers_pb2, "WorkerService"),
+    )
+)
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+class Server:
+    """One replica: database, engine, gRPC server. `start()` then `stop()`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port: int | None = None
+        self._shutdown = Shutdown()
+        self._database: Database | None = None
+        self._grpc: aio.Server | None = None
+        self._health: HealthService | None = None
+        self._grpc_health = grpc_health.aio.HealthServicer()
+
+    async def start(self) -> int:
+        settings = self.settings
+        if settings.uses_default_jwt_secret:
+            log.warning(
+                "JWT_SECRET is the built-in development secret: anyone can forge tokens. "
+                "Set JWT_SECRET to a long random value before exposing this server."
+            )
+        log.info("opening database", extra={"dialect": _dialect(settings.database_url)})
+        database = Database(settings.database_url, pool_size=settings.max_connections)
+        self._database = database
+        if settings.auto_migrate:
+            revision = await upgrade(database)
+            log.info("database migrated", extra={"revision": revision})
+        else:
+            log.info("migrations skipped (ORCHESTRATOR_AUTO_MIGRATE=false)")
+        jwt = JwtManager(settings.jwt_secret.get_secret_value(), settings.jwt_expiration_seconds)
+        accounts = Accounts(database, jwt, settings.refresh_token_expiration_seconds)
+        if settings.admin_username and settings.admin_password:
+            await accounts.ensure_admin(
+                settings.admin_username, settings.admin_password.get_secret_value()
+            )
+
+        server = aio.server(
+            interceptors=[ErrorInterceptor(), AuthGate(accounts.authenticate)],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        self._health = HealthService(database, self._shutdown, settings.replica_id)
+        health_pb2_grpc.add_HealthServiceServicer_to_server(self._health, server)
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(partial(AuthService, accounts), server)
+        # Defined now, built by later work: the base servicers answer UNIMPLEMENTED.
+        tasks_pb2_grpc.add_TaskServiceServicer_to_server(
+            partial(tasks_pb2_grpc.TaskServiceServicer), server
+        )
+        workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(
+            partial(workflows_pb2_grpc.WorkflowServiceServicer), server
+        )
+        workers_pb2_grpc.add_WorkerServiceServicer_to_server(
+            partial(workers_pb2_grpc.WorkerServiceServicer), server
+        )
+        grpc_health_pb2_grpc.add_HealthServicer_to_server(self._grpc_health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, grpc_health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        try:
+            self.port = server.add_insecure_port(settings.address)
+        except RuntimeError as exc:
+            raise OSError(f"cannot bind {settings.address}: {exc}") from None
+        await server.start()
+        self._grpc = server
+        log.info(f"listening on {settings.host}:{self.port}")
+        for name in ("", *SERVICE_NAMES):
+            await self._grpc_health.set(name, grpc_health_pb2.HealthCheckResponse.SERVING)
+        log.info("health SERVING")
+        return self.port
+
+    async def stop(self) -> None:
+        grace = self.settings.shutdown_grace_seconds
+        if self._health is not None:
+            self._health.set_not_serving()
+        await self._grpc_health.enter_graceful_shutdown()
+        log.info("shutdown: health NOT_SERVING")
+        if self._grpc is not None:
+            stopping = asyncio.create_task(self._grpc.stop(grace), name="grpc-stop")
+            log.info("shutdown: refusing new calls; in-flight calls have %ss", grace)
+            self._shutdown.begin()
+            log.info("shutdown: open streams ended with UNAVAILABLE")
+            await stopping
+            log.info("shutdown: gRPC server stopped")
+        if self._database is not None:
+            await self._database.close()
+            log.info("shutdown: database closed")
+
+
+def _dialect(database_url: str) -> str:
+    return database_url.split(":", 1)[0]
+
+
+@contextmanager
+def _signals(stop: asyncio.Event) -> Iterator[None]:
+    """SIGTERM or Ctrl+C asks for a graceful stop; a second one exits at once.
+    The previous handlers are put back on exit."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting now", signal.Signals(signum).name)
+            os._exit(130)
+        log.info("%s received: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        yield
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+async def serve(settings: Settings) -> None:
+    """Run one replica until SIGTERM or Ctrl+C."""
+    stop = asyncio.Event()
+    server = Server(settings)
+    with _signals(stop):
+        try:
+            await server.start()
+            await stop.wait()
+        finally:
+            await server.stop()
+    log.info("shutdown complete")
+
+
+__all__ = ["Server", "serve"]

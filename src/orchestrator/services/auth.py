@@ -1,0 +1,76 @@
+"""orchestrator.auth.AuthService: sessions and users."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grpc import aio
+
+from orchestrator.auth import identity
+from orchestrator.engine.accounts import Accounts, Tokens
+from orchestrator.proto import auth_pb2, auth_pb2_grpc
+from orchestrator.services.convert import timestamp
+from orchestrator.store.users import User
+
+Context = aio.ServicerContext[Any, Any]
+
+
+def user_message(user: User) -> auth_pb2.User:
+    return auth_pb2.User(
+        id=user.id,
+        username=user.username,
+        role=user.role,
+        disabled=user.disabled,
+        created_at=timestamp(user.created_at),
+    )
+
+
+def _login_response(tokens: Tokens) -> auth_pb2.LoginResponse:
+    return auth_pb2.LoginResponse(
+        access_token=tokens.access_token,
+        refresh_token=tokens.refresh_token,
+        expires_in=tokens.expires_in,
+        token_type="Bearer",
+        user=user_message(tokens.user),
+    )
+
+
+class AuthService(auth_pb2_grpc.AuthServiceServicer):
+    def __init__(self, accounts: Accounts) -> None:
+        self._accounts = accounts
+
+    async def Login(
+        self, request: auth_pb2.LoginRequest, context: Context
+    ) -> auth_pb2.LoginResponse:
+        return _login_response(await self._accounts.login(request.username, request.password))
+
+    async def Refresh(
+        self, request: auth_pb2.RefreshRequest, context: Context
+    ) -> auth_pb2.LoginResponse:
+        return _login_response(await self._accounts.refresh(request.refresh_token))
+
+    async def Logout(
+        self, request: auth_pb2.LogoutRequest, context: Context
+    ) -> auth_pb2.LogoutResponse:
+        await self._accounts.logout(identity.current(), request.refresh_token)
+        return auth_pb2.LogoutResponse()
+
+    async def WhoAmI(
+        self, request: auth_pb2.WhoAmIRequest, context: Context
+    ) -> auth_pb2.WhoAmIResponse:
+        caller = identity.current()
+        user = await self._accounts.get_user(caller.user_id)
+        return auth_pb2.WhoAmIResponse(
+            user=user_message(user), credential=caller.credential, scope=caller.scope or ""
+        )
+
+    async def CreateUser(
+        self, request: auth_pb2.CreateUserRequest, context: Context
+    ) -> auth_pb2.User:
+        identity.require_admin()
+        user = await self._accounts.create_user(request.username, request.password, request.role)
+        return user_message(user)
+
+    async def GetUser(self, request: auth_pb2.GetUserRequest, context: Context) -> auth_pb2.User:
+        identity.require_admin()
+        return user_message(await self._accounts.get_user(request.id))

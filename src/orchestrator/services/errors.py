@@ -1,0 +1,69 @@
+"""The one place where exceptions become gRPC status, and failed calls are
+logged (method, code, duration)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from orchestrator import handlers
+from orchestrator.errors import Internal, OrchestratorError, Unimplemented
+from orchestrator.handlers import Handler
+from orchestrator.status import to_status
+
+log = logging.getLogger("orchestrator.rpc")
+
+
+class ErrorInterceptor(aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        return handlers.wrap(handler, lambda context: _mapped(method, context))
+
+
+@contextlib.asynccontextmanager
+async def _mapped(method: str, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+    started = time.monotonic()
+    try:
+        yield
+    except (asyncio.CancelledError, aio.AbortError):
+        raise
+    except OrchestratorError as error:
+        await _abort(context, method, started, error)
+    except NotImplementedError:
+        await _abort(context, method, started, Unimplemented(f"{method} is not implemented yet"))
+    except Exception:
+        log.exception("unexpected error in %s", method)
+        await _abort(context, method, started, Internal())
+
+
+async def _abort(
+    context: aio.ServicerContext[Any, Any],
+    method: str,
+    started: float,
+    error: OrchestratorError,
+) -> None:
+    log.info(
+        "rpc failed",
+        extra={
+            "method": method,
+            "code": error.grpc_code.name,
+            "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            "reason": error.message,
+        },
+    )
+    status = to_status(error)
+    await context.abort(status.code, status.details, status.trailing_metadata)
