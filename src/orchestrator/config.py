@@ -52,6 +52,22 @@ class Settings(BaseSettings):
     refresh_token_expiration_seconds: Annotated[
         int, _env("ORCHESTRATOR_REFRESH_TOKEN_EXPIRATION_SECONDS"), Field(gt=0)
     ] = 30 * 24 * 3600
+    lease_seconds: Annotated[float, _env("ORCHESTRATOR_LEASE_SECONDS"), Field(ge=1, le=3600)] = 30.0
+    heartbeat_seconds: Annotated[
+        float, _env("ORCHESTRATOR_HEARTBEAT_SECONDS"), Field(gt=0, le=600)
+    ] = 10.0
+    max_payload_bytes: Annotated[
+        int, _env("ORCHESTRATOR_MAX_PAYLOAD_BYTES"), Field(ge=1024, le=64 * 1024 * 1024)
+    ] = 1024 * 1024
+    default_max_attempts: Annotated[
+        int, _env("ORCHESTRATOR_DEFAULT_MAX_ATTEMPTS"), Field(ge=1, le=100)
+    ] = 3
+    retry_base_seconds: Annotated[
+        float, _env("ORCHESTRATOR_RETRY_BASE_SECONDS"), Field(ge=0, le=3600)
+    ] = 1.0
+    retry_max_seconds: Annotated[
+        float, _env("ORCHESTRATOR_RETRY_MAX_SECONDS"), Field(ge=0, le=86400)
+    ] = 300.0
     replica_id: Annotated[str, _env("ORCHESTRATOR_REPLICA_ID"), Field(min_length=1)] = Field(
         default_factory=_default_replica_id
     )
@@ -103,6 +119,10 @@ def load_settings() -> Settings:
         raise ConfigError("JWT_SECRET must be set when ORCHESTRATOR_ENV=production")
     if settings.env == "production" and len(settings.jwt_secret.get_secret_value()) < 32:
         raise ConfigError("JWT_SECRET must be at least 32 bytes when ORCHESTRATOR_ENV=production")
+    if settings.heartbeat_seconds >= settings.lease_seconds:
+        raise ConfigError(
+            "ORCHESTRATOR_HEARTBEAT_SECONDS must be shorter than ORCHESTRATOR_LEASE_SECONDS"
+        )
     if (settings.admin_username is None) != (settings.admin_password is None):
         raise ConfigError(
             "ORCHESTRATOR_ADMIN_USERNAME and ORCHESTRATOR_ADMIN_PASSWORD must be set together"

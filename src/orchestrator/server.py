@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from orchestrator.auth import AuthGate, JwtManager
 from orchestrator.config import Settings
 from orchestrator.engine.accounts import Accounts
+from orchestrator.engine.runtime import Engine
 from orchestrator.proto import (
     auth_pb2,
     auth_pb2_grpc,
@@ -34,7 +35,9 @@ from orchestrator.services.auth import AuthService
 from orchestrator.services.errors import ErrorInterceptor
 from orchestrator.services.health import HealthService
 from orchestrator.services.shutdown import Shutdown
+from orchestrator.services.tasks import TaskService
 from orchestrator.services.unimplemented import partial
+from orchestrator.services.workers import WorkerService
 from orchestrator.store import Database, upgrade
 
 log = logging.getLogger("orchestrator.server")
@@ -62,6 +65,7 @@ class Server:
         self._database: Database | None = None
         self._grpc: aio.Server | None = None
         self._health: HealthService | None = None
+        self._engine: Engine | None = None
         self._grpc_health = grpc_health.aio.HealthServicer()
 
     async def start(self) -> int:
@@ -98,14 +102,17 @@ class Server:
         health_pb2_grpc.add_HealthServiceServicer_to_server(self._health, server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(partial(AuthService, accounts), server)
         # Defined now, built by later work: the base servicers answer UNIMPLEMENTED.
+        engine = Engine(database, settings)
+        self._engine = engine
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(
-            partial(tasks_pb2_grpc.TaskServiceServicer), server
+            TaskService(engine.tasks, self._shutdown, settings.default_max_attempts), server
         )
         workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(
             partial(workflows_pb2_grpc.WorkflowServiceServicer), server
         )
         workers_pb2_grpc.add_WorkerServiceServicer_to_server(
-            partial(workers_pb2_grpc.WorkerServiceServicer), server
+            WorkerService(engine.dispatcher, settings.heartbeat_seconds, settings.lease_seconds),
+            server,
         )
         grpc_health_pb2_grpc.add_HealthServicer_to_server(self._grpc_health, server)
         reflection.enable_server_reflection(
@@ -115,6 +122,8 @@ class Server:
             self.port = server.add_insecure_port(settings.address)
         except RuntimeError as exc:
             raise OSError(f"cannot bind {settings.address}: {exc}") from None
+        engine.start()
+        log.info("background loops started")
         await server.start()
         self._grpc = server
         log.info(f"listening on {settings.host}:{self.port}")
@@ -134,8 +143,14 @@ class Server:
             log.info("shutdown: refusing new calls; in-flight calls have %ss", grace)
             self._shutdown.begin()
             log.info("shutdown: open streams ended with UNAVAILABLE")
+            if self._engine is not None:
+                self._engine.dispatcher.drain("server shutting down")
+                log.info("shutdown: workers told to drain")
             await stopping
             log.info("shutdown: gRPC server stopped")
+        if self._engine is not None:
+            await self._engine.stop()
+            log.info("shutdown: background loops stopped")
         if self._database is not None:
             await self._database.close()
             log.info("shutdown: database closed")

@@ -4,13 +4,18 @@ compares them)."""
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
+    BigInteger,
     Boolean,
     Column,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
+    Text,
+    UniqueConstraint,
 )
 
 from orchestrator.store.types import UtcDateTime
@@ -51,4 +56,80 @@ sessions = Table(
     Column("revoked_at", UtcDateTime, nullable=True),
     Index(None, "family_id"),
     Index(None, "user_id"),
+)
+
+# Long-lived credentials for workers and automation; only a hash is kept.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("owner_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("scope", String(16), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=True),
+    Column("last_used_at", UtcDateTime, nullable=True),
+    Column("revoked_at", UtcDateTime, nullable=True),
+    Index(None, "owner_id"),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("owner_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("type", String(128), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("input", JSON, nullable=False),
+    Column("output", JSON, nullable=True),
+    Column("error", Text, nullable=False),
+    # Attempts that counted toward max_attempts (a lost worker's does not).
+    Column("attempt", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("timeout_seconds", Integer, nullable=False),
+    Column("idempotency_key", String(128), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    # Dispatch order among equal priorities; not claimable before available_at
+    # (retry backoff).
+    Column("queued_at", UtcDateTime, nullable=True),
+    Column("available_at", UtcDateTime, nullable=True),
+    Column("started_at", UtcDateTime, nullable=True),
+    Column("finished_at", UtcDateTime, nullable=True),
+    Column("progress", Integer, nullable=False),
+    Column("progress_message", Text, nullable=False),
+    Column("worker_id", String(64), nullable=True),
+    # Bumped at every claim: a report carrying an older token is refused.
+    Column("fencing_token", BigInteger, nullable=False),
+    Column("lease_expires_at", UtcDateTime, nullable=True),
+    Column("deadline_at", UtcDateTime, nullable=True),
+    Column("last_sequence", BigInteger, nullable=False),
+    Column("workflow_run_id", String(36), nullable=True),
+    Column("node_id", String(128), nullable=True),
+    UniqueConstraint("owner_id", "idempotency_key"),
+    Index(None, "status", "type", "priority", "queued_at"),
+    Index(None, "owner_id", "created_at"),
+    Index(None, "worker_id"),
+)
+
+# The durable event log of every task: one row per change, numbered per task.
+task_events = Table(
+    "task_events",
+    metadata,
+    Column("task_id", String(36), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
+    Column("sequence", BigInteger, primary_key=True, autoincrement=False),
+    Column("type", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("progress", Integer, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("output", JSON, nullable=True),
+    Column("worker_id", String(64), nullable=True),
 )

@@ -1,0 +1,211 @@
+"""Attempts, as workers drive them: claim, report, finish, and what happens
+when a worker or its lease is lost.
+
+Each claim bumps the task's fencing token. Every report carries the token of
+its attempt and is applied only while that attempt is current, so a result
+arrives in the record once, whoever sends it and however late.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from orchestrator.engine.journal import Changes, Journal
+from orchestrator.engine.retry import Backoff
+from orchestrator.engine.validation import payload_problem
+from orchestrator.errors import FailedPrecondition
+from orchestrator.model import JsonObject, Task, TaskEventType, TaskStatus
+from orchestrator.store import tasks as task_store
+from orchestrator.store.types import utcnow
+
+log = logging.getLogger(__name__)
+
+STALE = "attempt {fencing} of task {task_id} is no longer current"
+_REAP_BATCH = 200
+
+
+@dataclass(frozen=True)
+class AttemptRules:
+    lease_seconds: float
+    max_payload_bytes: int
+    backoff: Backoff
+
+
+class Attempts:
+    def __init__(
+        self,
+        journal: Journal,
+        rules: AttemptRules,
+        *,
+        on_retry_at: Callable[[datetime], None],
+        on_cancelled: Callable[[Task, str], None],
+    ) -> None:
+        self._journal = journal
+        self._rules = rules
+        self._on_retry_at = on_retry_at
+        self._on_cancelled = on_cancelled
+
+    def _lease(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self._rules.lease_seconds)
+
+    async def claim(
+        self, worker_id: str, types: Sequence[str], owner_id: str | None, limit: int
+    ) -> list[Task]:
+        async with self._journal.change() as tx:
+            claimed = await task_store.claim(
+                tx.conn,
+                worker_id=worker_id,
+                types=types,
+                owner_id=owner_id,
+                limit=limit,
+                now=tx.now,
+                lease_expires_at=self._lease(tx.now),
+            )
+            await task_store.set_deadlines(
+                tx.conn,
+                [
+                    (t.id, tx.now + timedelta(seconds=t.timeout_seconds))
+                    for t in claimed
+                    if t.timeout_seconds
+                ],
+            )
+            for task in claimed:
+                tx.record(task, TaskEventType.STARTED)
+        return claimed
+
+    async def heartbeat(self, worker_id: str) -> None:
+        async with self._journal.database.write() as conn:
+            await task_store.extend_leases(conn, worker_id, self._lease(utcnow()))
+
+    async def progress(self, task_id: str, fencing: int, percent: int, message: str) -> None:
+        percent = max(0, min(100, percent))
+        async with self._journal.change() as tx:
+            task = await self._current(
+                tx, task_id, fencing, {"progress": percent, "progress_message": message}
+            )
+            tx.record(task, TaskEventType.PROGRESS, message=message)
+
+    async def log_line(self, task_id: str, fencing: int, line: str) -> None:
+        async with self._journal.change() as tx:
+            task = await self._current(tx, task_id, fencing, {})
+            tx.record(task, TaskEventType.LOG, message=line)
+
+    async def complete(self, task_id: str, fencing: int, output: JsonObject) -> None:
+        problem = payload_problem(output, self._rules.max_payload_bytes)
+        if problem:
+            await self.fail(task_id, fencing, f"output {problem}", permanent=True)
+            return
+        async with self._journal.change() as tx:
+            task = await self._current(
+                tx,
+                task_id,
+                fencing,
+                {
+                    "status": TaskStatus.SUCCEEDED,
+                    "output": output,
+                    "error": "",
+                    "progress": 100,
+                    "finished_at": tx.now,
+                    "lease_expires_at": None,
+                    "deadline_at": None,
+                },
+            )
+            tx.record(task, TaskEventType.SUCCEEDED, output=output)
+
+    async def fail(self, task_id: str, fencing: int, error: str, *, permanent: bool) -> None:
+        async with self._journal.change() as tx:
+            current = await task_store.get(tx.conn, task_id)
+            if current is None or current.fencing_token != fencing:
+                raise FailedPrecondition(STALE.format(fencing=fencing, task_id=task_id))
+            await self._fail(tx, current, error or "failed", permanent=permanent)
+
+    async def _fail(self, tx: Changes, current: Task, error: str, *, permanent: bool) -> None:
+        retry_at = None
+        if not permanent and current.attempt < current.max_attempts:
+            retry_at = tx.now + timedelta(seconds=self._rules.backoff.delay(current.attempt))
+            values = {"status": TaskStatus.QUEUED, "available_at": retry_at, "worker_id": None}
+        else:
+            values = {"status": TaskStatus.FAILED, "finished_at": tx.now}
+        task = await self._current(
+            tx,
+            current.id,
+            current.fencing_token,
+            {**values, "error": error, "lease_expires_at": None, "deadline_at": None},
+        )
+        if retry_at is not None:
+            tx.record(task, TaskEventType.RETRYING, message=error)
+            self._on_retry_at(retry_at)
+        else:
+            tx.record(task, TaskEventType.FAILED, message=error)
+
+    async def release(self, task_id: str, fencing: int, reason: str) -> None:
+        """Back to the queue, not counted as an attempt: the worker gave it up
+        unrun or was lost with it."""
+        async with self._journal.change() as tx:
+            current = await task_store.get(tx.conn, task_id)
+            if current is None or current.fencing_token != fencing:
+                raise FailedPrecondition(STALE.format(fencing=fencing, task_id=task_id))
+            await self._requeue(tx, current, reason)
+
+    async def _requeue(self, tx: Changes, current: Task, reason: str) -> None:
+        task = await self._current(
+            tx,
+            current.id,
+            current.fencing_token,
+            {
+                "status": TaskStatus.QUEUED,
+                "attempt": max(0, current.attempt - 1),
+                "available_at": tx.now,
+                "worker_id": None,
+                "lease_expires_at": None,
+                "deadline_at": None,
+            },
+        )
+        tx.record(task, TaskEventType.REQUEUED, message=reason)
+
+    async def requeue_worker(self, worker_id: str, reason: str) -> int:
+        async with self._journal.change() as tx:
+            held = await task_store.held_by(tx.conn, worker_id)
+            for task in held:
+                with contextlib.suppress(FailedPrecondition):  # finished meanwhile
+                    await self._requeue(tx, task, reason)
+        return len(held)
+
+    async def reap(self) -> int:
+        """Fail attempts past their timeout; re-queue tasks whose lease ran
+        out. Returns how many tasks it touched."""
+        timed_out: list[tuple[Task, str]] = []
+        async with self._journal.change() as tx:
+            overdue = await task_store.overdue(tx.conn, tx.now, _REAP_BATCH)
+            for task in overdue:
+                # Another replica's reaper may have got there first.
+                with contextlib.suppress(FailedPrecondition):
+                    if task.deadline_at is not None and task.deadline_at < tx.now:
+                        error = f"timed out after {task.timeout_seconds}s"
+                        await self._fail(tx, task, error, permanent=False)
+                        timed_out.append((task, error))
+                    else:
+                        await self._requeue(tx, task, "lease expired")
+        for task, error in timed_out:
+            self._on_cancelled(task, error)
+        if overdue:
+            log.info("reaped overdue tasks", extra={"count": len(overdue)})
+        return len(overdue)
+
+    async def _current(
+        self, tx: Changes, task_id: str, fencing: int, values: dict[str, object]
+    ) -> Task:
+        task = await task_store.change(
+            tx.conn,
+            task_id,
+            {**values, "updated_at": tx.now},
+            statuses={TaskStatus.RUNNING},
+            fencing_token=fencing,
+        )
+        if task is None:
+            raise FailedPrecondition(STALE.format(fencing=fencing, task_id=task_id))
+        return task

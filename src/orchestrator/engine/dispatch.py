@@ -1,0 +1,284 @@
+"""The dispatcher: the workers connected to this replica, their free slots,
+and the loop that fills those slots with queued tasks.
+
+It wakes when a task is queued here, when a slot frees up, when a retry's
+backoff ends, and otherwise polls slowly as a safety net (tasks queued by
+another replica, leases re-queued by the reaper).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from orchestrator.auth.identity import Identity
+from orchestrator.engine.attempts import AttemptRules, Attempts
+from orchestrator.engine.journal import Journal
+from orchestrator.engine.validation import type_problem
+from orchestrator.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from orchestrator.model import JsonObject, Task
+from orchestrator.store.types import utcnow
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0
+MAX_SLOTS = 1000
+MAX_TASK_TYPES = 256
+_CLAIM_BATCH = 100
+_NAME = re.compile(r"^[\w .:@/-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class Assign:
+    task: Task
+
+
+@dataclass(frozen=True)
+class Cancel:
+    task_id: str
+    fencing_token: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reject:
+    task_id: str
+    fencing_token: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Drain:
+    reason: str
+
+
+Outbound = Assign | Cancel | Reject | Drain | None
+
+
+@dataclass(frozen=True)
+class Progress:
+    task_id: str
+    fencing_token: int
+    percent: int
+    message: str
+
+
+@dataclass(frozen=True)
+class LogLine:
+    task_id: str
+    fencing_token: int
+    line: str
+
+
+@dataclass(frozen=True)
+class Complete:
+    task_id: str
+    fencing_token: int
+    output: JsonObject
+
+
+@dataclass(frozen=True)
+class Fail:
+    task_id: str
+    fencing_token: int
+    error: str
+    permanent: bool
+
+
+@dataclass(frozen=True)
+class Release:
+    task_id: str
+    fencing_token: int
+
+
+Report = Progress | LogLine | Complete | Fail | Release
+
+
+@dataclass
+class WorkerSession:
+    id: str
+    name: str
+    user_id: str
+    # None: may run anyone's tasks (an admin's worker).
+    owner_filter: str | None
+    task_types: tuple[str, ...]
+    slots: int
+    connected_at: datetime
+    in_flight: dict[str, int] = field(default_factory=dict)
+    draining: bool = False
+    # None closes the stream.
+    outbound: asyncio.Queue[Outbound] = field(default_factory=asyncio.Queue)
+
+    @property
+    def free(self) -> int:
+        return 0 if self.draining else self.slots - len(self.in_flight)
+
+
+def check_hello(name: str, task_types: Sequence[str], slots: int) -> None:
+    problems = []
+    if not _NAME.match(name):
+        problems.append(FieldViolation("hello.name", "1-128 letters, digits, spaces or _.:@/-"))
+    if not task_types:
+        problems.append(FieldViolation("hello.task_types", "name at least one task type"))
+    if len(task_types) > MAX_TASK_TYPES:
+        problems.append(FieldViolation("hello.task_types", f"at most {MAX_TASK_TYPES}"))
+    for index, task_type in enumerate(task_types):
+        if problem := type_problem(task_type):
+            problems.append(FieldViolation(f"hello.task_types[{index}]", problem))
+    if not 1 <= slots <= MAX_SLOTS:
+        problems.append(FieldViolation("hello.slots", f"must be in [1, {MAX_SLOTS}]"))
+    if problems:
+        raise InvalidArgument(violations=problems)
+
+
+class Dispatcher:
+    def __init__(self, journal: Journal, rules: AttemptRules) -> None:
+        self.attempts = Attempts(
+            journal, rules, on_retry_at=self.wake_at, on_cancelled=self.cancel_assignment
+        )
+        self._attempts = self.attempts
+        self._sessions: dict[str, WorkerSession] = {}
+        self._wake = asyncio.Event()
+        self._draining = False
+
+    @property
+    def sessions(self) -> list[WorkerSession]:
+        return list(self._sessions.values())
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def wake_at(self, when: datetime) -> None:
+        delay = max(0.0, (when - utcnow()).total_seconds())
+        asyncio.get_running_loop().call_later(delay, self._wake.set)
+
+    async def run(self) -> None:
+        """The dispatch loop; runs until cancelled."""
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self._fill_slots()
+            except Exception:
+                # A database hiccup must not kill dispatching; the next wake retries.
+                log.exception("dispatch round failed")
+
+    async def _fill_slots(self) -> None:
+        for session in list(self._sessions.values()):
+            if session.id not in self._sessions or session.free <= 0:
+                continue
+            limit = min(session.free, _CLAIM_BATCH)
+            claimed = await self._attempts.claim(
+                session.id, session.task_types, session.owner_filter, limit
+            )
+            if session.id not in self._sessions:
+                # Gone while claiming: give its new tasks straight back.
+                for task in claimed:
+                    await self._attempts.release(task.id, task.fencing_token, "worker gone")
+                continue
+            for task in claimed:
+                session.in_flight[task.id] = task.fencing_token
+                session.outbound.put_nowait(Assign(task))
+            if len(claimed) == limit:
+                self._wake.set()
+
+    def register(
+        self, caller: Identity, name: str, task_types: Sequence[str], slots: int
+    ) -> WorkerSession:
+        check_hello(name, task_types, slots)
+        if self._draining:
+            raise FailedPrecondition("server is shutting down; connect to another replica")
+        session = WorkerSession(
+            id=str(uuid.uuid4()),
+            name=name,
+            user_id=caller.user_id,
+            owner_filter=None if caller.is_admin else caller.user_id,
+            task_types=tuple(dict.fromkeys(task_types)),
+            slots=slots,
+            connected_at=utcnow(),
+        )
+        self._sessions[session.id] = session
+        log.info(
+            "worker connected",
+            extra={
+                "worker_id": session.id,
+                "worker_name": name,
+                "slots": slots,
+                "types": task_types,
+            },
+        )
+        self._wake.set()
+        return session
+
+    async def unregister(self, session: WorkerSession) -> None:
+        self._sessions.pop(session.id, None)
+        requeued = await self._attempts.requeue_worker(session.id, "worker disconnected")
+        log.info("worker disconnected", extra={"worker_id": session.id, "requeued": requeued})
+        if requeued:
+            self._wake.set()
+
+    async def heartbeat(self, session: WorkerSession) -> None:
+        await self._attempts.heartbeat(session.id)
+
+    async def report(self, session: WorkerSession, report: Report) -> None:
+        """Apply a worker's report; one about an attempt that is no longer
+        current is answered with a rejection and recorded nowhere."""
+        attempts = self._attempts
+        try:
+            match report:
+                case Progress():
+                    await attempts.progress(
+                        report.task_id, report.fencing_token, report.percent, report.message
+                    )
+                case LogLine():
+                    await attempts.log_line(report.task_id, report.fencing_token, report.line)
+                case Complete():
+                    await attempts.complete(report.task_id, report.fencing_token, report.output)
+                case Fail():
+                    await attempts.fail(
+                        report.task_id,
+                        report.fencing_token,
+                        report.error,
+                        permanent=report.permanent,
+                    )
+                case Release():
+                    await attempts.release(
+                        report.task_id, report.fencing_token, "handed back by worker"
+                    )
+        except FailedPrecondition as refused:
+            self._free(session, report.task_id, report.fencing_token)
+            session.outbound.put_nowait(
+                Reject(report.task_id, report.fencing_token, refused.message)
+            )
+            return
+        if isinstance(report, Complete | Fail | Release):
+            self._free(session, report.task_id, report.fencing_token)
+
+    def _free(self, session: WorkerSession, task_id: str, fencing_token: int) -> None:
+        if session.in_flight.get(task_id) == fencing_token:
+            del session.in_flight[task_id]
+            self._wake.set()
+
+    def cancel_assignment(self, task: Task, reason: str) -> None:
+        """Tell the worker holding `task` to stop it (if it is connected here);
+        its slot is free from now on."""
+        session = self._sessions.get(task.worker_id or "")
+        if session is None or session.in_flight.get(task.id) != task.fencing_token:
+            return
+        self._free(session, task.id, task.fencing_token)
+        session.outbound.put_nowait(Cancel(task.id, task.fencing_token, reason))
+
+    def drain(self, reason: str) -> None:
+        """Stop handing out work and ask every worker to finish up."""
+        self._draining = True
+        for session in self._sessions.values():
+            session.draining = True
+            session.outbound.put_nowait(Drain(reason))

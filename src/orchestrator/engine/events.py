@@ -1,0 +1,122 @@
+"""Live delivery of durable events.
+
+Events are written to the database in the transaction that makes the change;
+after commit they are published here for live followers. Each follower has a
+buffer of STREAM_BUFFER_SIZE events: one that falls behind is marked as
+overflowed and its buffer dropped, and it catches up from the log, so no
+event is lost and memory stays bounded. A follower also re-reads the log
+when it has heard nothing for a while, which covers events written by
+another replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Generic, Protocol, TypeVar
+
+# Read the log anyway after this long without live news (other replicas).
+POLL_SECONDS = 2.0
+# Events read from the log per query while catching up.
+REPLAY_BATCH = 500
+
+
+class Sequenced(Protocol):
+    @property
+    def sequence(self) -> int: ...
+
+
+E = TypeVar("E", bound=Sequenced)
+
+
+class _Subscriber(Generic[E]):
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.buffer: collections.deque[E] = collections.deque()
+        self.overflowed = False
+        self.wakeup = asyncio.Event()
+
+    def offer(self, event: E) -> None:
+        if len(self.buffer) >= self.capacity:
+            self.buffer.clear()
+            self.overflowed = True
+        elif not self.overflowed:
+            self.buffer.append(event)
+        self.wakeup.set()
+
+
+class EventHub(Generic[E]):
+    """Followers by key (a task id, a run id)."""
+
+    def __init__(self, buffer_size: int) -> None:
+        self._buffer_size = buffer_size
+        self._subscribers: dict[str, set[_Subscriber[E]]] = {}
+
+    def publish(self, key: str, events: Iterable[E]) -> None:
+        subscribers = self._subscribers.get(key)
+        if not subscribers:
+            return
+        for event in events:
+            for subscriber in subscribers:
+                subscriber.offer(event)
+
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._subscribers.values())
+
+    async def follow(
+        self,
+        key: str,
+        after_sequence: int,
+        read_log: Callable[[int, int], Awaitable[list[E]]],
+        is_last: Callable[[E], Awaitable[bool]],
+    ) -> AsyncIterator[E]:
+        """Every event after `after_sequence`, in order, exactly once, until
+        `is_last` says an event ends the stream."""
+        subscriber: _Subscriber[E] = _Subscriber(self._buffer_size)
+        # Subscribe before reading the log, so nothing falls between the two.
+        self._subscribers.setdefault(key, set()).add(subscriber)
+        last = after_sequence
+        try:
+            while True:
+                # Cleared before the read: what is dropped from now on is
+                # either in this read or flags the next one.
+                subscriber.overflowed = False
+                replayed = await read_log(last, REPLAY_BATCH)
+                if replayed:
+                    for event in replayed:
+                        last = event.sequence
+                        yield event
+                        if await is_last(event):
+                            return
+                    continue
+                async for event in self._live(subscriber, last):
+                    last = event.sequence
+                    yield event
+                    if await is_last(event):
+                        return
+        finally:
+            subscribers = self._subscribers[key]
+            subscribers.discard(subscriber)
+            if not subscribers:
+                del self._subscribers[key]
+
+    async def _live(self, subscriber: _Subscriber[E], last: int) -> AsyncIterator[E]:
+        """Buffered events in order; returns to let the caller read the log
+        after an overflow, a gap, or a quiet spell."""
+        while True:
+            while subscriber.buffer:
+                event = subscriber.buffer.popleft()
+                if event.sequence <= last:
+                    continue
+                if event.sequence != last + 1:
+                    return
+                last = event.sequence
+                yield event
+            if subscriber.overflowed:
+                return
+            subscriber.wakeup.clear()
+            try:
+                await asyncio.wait_for(subscriber.wakeup.wait(), POLL_SECONDS)
+            except TimeoutError:
+                return

@@ -1,0 +1,71 @@
+"""The engine assembled: event hub, dispatcher, task rules, and the
+background loops the server starts and stops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from orchestrator.config import Settings
+from orchestrator.engine.attempts import AttemptRules
+from orchestrator.engine.dispatch import Dispatcher
+from orchestrator.engine.events import EventHub
+from orchestrator.engine.journal import Journal
+from orchestrator.engine.retry import Backoff
+from orchestrator.engine.tasks import TaskEngine
+from orchestrator.model import TaskEvent
+from orchestrator.store import Database
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(self, database: Database, settings: Settings) -> None:
+        self.task_events: EventHub[TaskEvent] = EventHub(settings.stream_buffer_size)
+        journal = Journal(database, self.task_events)
+        self.dispatcher = Dispatcher(
+            journal,
+            AttemptRules(
+                lease_seconds=settings.lease_seconds,
+                max_payload_bytes=settings.max_payload_bytes,
+                backoff=Backoff(settings.retry_base_seconds, settings.retry_max_seconds),
+            ),
+        )
+        self.tasks = TaskEngine(
+            database,
+            self.task_events,
+            max_payload_bytes=settings.max_payload_bytes,
+            on_queued=self.dispatcher.wake,
+            on_cancelled=self.dispatcher.cancel_assignment,
+        )
+        # Leases are checked several times per lease so a lost one is noticed
+        # well before a second lease would have run out.
+        self._reap_every = min(1.0, settings.lease_seconds / 4)
+        self._loops: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._loops = [
+            asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
+            asyncio.create_task(
+                _every(self._reap_every, self.dispatcher.attempts.reap), name="lease-reaper"
+            ),
+        ]
+
+    async def stop(self) -> None:
+        for loop in self._loops:
+            loop.cancel()
+        for loop in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        self._loops = []
+
+
+async def _every(seconds: float, step: Callable[[], Awaitable[object]]) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await step()
+        except Exception:
+            log.exception("background step failed")

@@ -1,0 +1,240 @@
+"""Tasks as users see them: create, read, change, execute, cancel, follow."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.auth.identity import Identity
+from orchestrator.engine import pages
+from orchestrator.engine.events import EventHub
+from orchestrator.engine.journal import Journal
+from orchestrator.engine.validation import check_new_task, field_problems
+from orchestrator.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
+from orchestrator.model import TERMINAL, NewTask, Task, TaskEvent, TaskEventType, TaskStatus
+from orchestrator.store import Database
+from orchestrator.store import events as event_store
+from orchestrator.store import tasks as task_store
+
+log = logging.getLogger(__name__)
+
+# Fields UpdateTask may change, and the states in which each may.
+_NOT_RUNNING = frozenset({TaskStatus.PENDING, *TERMINAL})
+UPDATABLE: dict[str, frozenset[TaskStatus]] = {
+    "title": frozenset(TaskStatus),
+    "description": frozenset(TaskStatus),
+    "labels": frozenset(TaskStatus),
+    "priority": frozenset({TaskStatus.PENDING, TaskStatus.QUEUED, *TERMINAL}),
+    "max_attempts": _NOT_RUNNING | {TaskStatus.QUEUED},
+    "timeout_seconds": _NOT_RUNNING | {TaskStatus.QUEUED},
+    "input": _NOT_RUNNING,
+}
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    status: TaskStatus | None = None
+    type: str | None = None
+    label: tuple[str, str] | None = None
+
+
+class TaskEngine:
+    def __init__(
+        self,
+        database: Database,
+        hub: EventHub[TaskEvent],
+        *,
+        max_payload_bytes: int,
+        on_queued: Callable[[], None],
+        on_cancelled: Callable[[Task, str], None],
+    ) -> None:
+        self._db = database
+        self._hub = hub
+        self._journal = Journal(database, hub)
+        self._max_payload = max_payload_bytes
+        self._on_queued = on_queued
+        self._on_cancelled = on_cancelled
+
+    async def create(self, caller: Identity, new: NewTask) -> Task:
+        check_new_task(new, self._max_payload)
+        if new.idempotency_key:
+            async with self._db.read() as conn:
+                existing = await task_store.by_idempotency_key(
+                    conn, caller.user_id, new.idempotency_key
+                )
+            if existing:
+                return existing
+        async with self._journal.change() as changes:
+            task = await task_store.insert(changes.conn, caller.user_id, new, changes.now)
+            if task is None:
+                # Lost a race with the same key: the winner's task is the answer.
+                assert new.idempotency_key
+                task = await task_store.by_idempotency_key(
+                    changes.conn, caller.user_id, new.idempotency_key
+                )
+                assert task is not None
+                return task
+            if task.status is TaskStatus.QUEUED:
+                changes.record(task, TaskEventType.QUEUED)
+        if task.status is TaskStatus.QUEUED:
+            self._on_queued()
+        return task
+
+    async def get(self, caller: Identity, task_id: str) -> Task:
+        async with self._db.read() as conn:
+            task = await task_store.get(conn, task_id)
+        if task is None or not (caller.is_admin or task.owner_id == caller.user_id):
+            # The same answer whether it does not exist or is someone else's.
+            raise NotFound(f"task {task_id} not found")
+        return task
+
+    async def list(
+        self, caller: Identity, where: TaskFilter, page_size: int, page_token: str
+    ) -> tuple[list[Task], str]:
+        limit = pages.page_size(page_size)
+        async with self._db.read() as conn:
+            found = await task_store.page(
+                conn,
+                owner_id=None if caller.is_admin else caller.user_id,
+                status=where.status,
+                type=where.type,
+                label=where.label,
+                after=pages.decode(page_token),
+                limit=limit + 1,
+            )
+        more = len(found) > limit
+        found = found[:limit]
+        token = pages.encode(found[-1].created_at, found[-1].id) if more else ""
+        return found, token
+
+    async def update(self, caller: Identity, task_id: str, changes: dict[str, Any]) -> Task:
+        unknown = sorted(set(changes) - set(UPDATABLE))
+        if unknown:
+            raise InvalidArgument(
+                violations=[
+                    FieldViolation(f"update_mask.{p}", "cannot be changed") for p in unknown
+                ]
+            )
+        if not changes:
+            raise InvalidArgument.field("update_mask", "names no field to change")
+        field_problems(changes, self._max_payload, prefix="task.")
+        task = await self.get(caller, task_id)
+        allowed = set(TaskStatus)
+        for field in changes:
+            allowed &= UPDATABLE[field]
+        async with self._journal.change() as tx:
+            updated = await task_store.change(
+                tx.conn, task_id, {**changes, "updated_at": tx.now}, statuses=allowed
+            )
+            if updated is None:
+                raise FailedPrecondition(
+                    f"{', '.join(sorted(changes))} cannot be changed while the task is "
+                    f"{task.status.value}"
+                )
+            tx.record(updated, TaskEventType.UPDATED, message=", ".join(sorted(changes)))
+        return updated
+
+    async def delete(self, caller: Identity, task_id: str) -> None:
+        await self.get(caller, task_id)
+        async with self._db.write() as conn:
+            deleted = await task_store.remove(
+                conn, task_id, statuses=set(TaskStatus) - {TaskStatus.RUNNING}
+            )
+        if not deleted:
+            raise FailedPrecondition(f"task {task_id} is running: cancel it first")
+
+    async def cancel(self, caller: Identity, task_id: str, reason: str) -> Task:
+        task = await self.get(caller, task_id)
+        reason = reason or "cancelled by user"
+        async with self._journal.change() as tx:
+            cancelled = await task_store.change(
+                tx.conn,
+                task_id,
+                {
+                    "status": TaskStatus.CANCELLED,
+                    "error": reason,
+                    "finished_at": tx.now,
+                    "updated_at": tx.now,
+                    "lease_expires_at": None,
+                    "deadline_at": None,
+                },
+                statuses={TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING},
+            )
+            if cancelled is None:
+                raise FailedPrecondition(f"task {task_id} is already {task.status.value}")
+            tx.record(cancelled, TaskEventType.CANCELLED, message=reason)
+        if task.status is TaskStatus.RUNNING or cancelled.worker_id:
+            self._on_cancelled(cancelled, reason)
+        return cancelled
+
+    async def execute(self, caller: Identity, task_id: str) -> int:
+        """Queue the task unless it is queued or running already; the sequence
+        number after which its current execution's events start."""
+        task = await self.get(caller, task_id)
+        if task.status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+            return await self._execution_start(task_id)
+        async with self._journal.change() as tx:
+            queued = await task_store.change(
+                tx.conn,
+                task_id,
+                {
+                    "status": TaskStatus.QUEUED,
+                    "attempt": 0,
+                    "output": None,
+                    "error": "",
+                    "queued_at": tx.now,
+                    "available_at": tx.now,
+                    "started_at": None,
+                    "finished_at": None,
+                    "updated_at": tx.now,
+                    "progress": 0,
+                    "progress_message": "",
+                    "worker_id": None,
+                },
+                statuses={TaskStatus.PENDING, *TERMINAL},
+            )
+            if queued is not None:
+                tx.record(queued, TaskEventType.QUEUED)
+        if queued is None:
+            # Someone else queued it meanwhile: follow that execution.
+            return await self._execution_start(task_id)
+        self._on_queued()
+        return queued.last_sequence - 1
+
+    async def _execution_start(self, task_id: str) -> int:
+        async with self._db.read() as conn:
+            found = await event_store.last_of_type(conn, task_id, TaskEventType.QUEUED)
+        return max(0, (found or 1) - 1)
+
+    async def follow(
+        self, caller: Identity, task_id: str, after_sequence: int, *, one_execution: bool
+    ) -> AsyncIterator[TaskEvent]:
+        """Events after `after_sequence`, then live ones. With `one_execution`
+        the stream ends with the execution it is in; otherwise it ends once
+        the task is finished and nothing follows."""
+        if after_sequence < 0:
+            raise InvalidArgument.field("after_sequence", "must not be negative")
+        await self.get(caller, task_id)
+
+        async def read_log(after: int, limit: int) -> list[TaskEvent]:
+            async with self._db.read() as conn:
+                return await event_store.after(conn, task_id, after, limit)
+
+        async def is_last(event: TaskEvent) -> bool:
+            if not event.ends_execution:
+                return False
+            if one_execution:
+                return True
+            async with self._db.read() as conn:
+                task = await task_store.get(conn, task_id)
+            return task is None or task.last_sequence == event.sequence
+
+        async for event in self._hub.follow(task_id, after_sequence, read_log, is_last):
+            yield event

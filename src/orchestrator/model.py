@@ -1,0 +1,109 @@
+"""Domain values shared by the engine, the store and the services: frozen
+dataclasses and string enums, no protobuf."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+JsonObject = dict[str, Any]
+
+
+class TaskStatus(StrEnum):
+    PENDING = "PENDING"
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+class TaskEventType(StrEnum):
+    QUEUED = "QUEUED"
+    STARTED = "STARTED"
+    PROGRESS = "PROGRESS"
+    LOG = "LOG"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    RETRYING = "RETRYING"
+    CANCELLED = "CANCELLED"
+    UPDATED = "UPDATED"
+    REQUEUED = "REQUEUED"
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    owner_id: str
+    title: str
+    type: str
+    status: TaskStatus
+    input: JsonObject
+    output: JsonObject | None
+    error: str
+    attempt: int
+    max_attempts: int
+    timeout_seconds: int
+    priority: int
+    description: str
+    labels: dict[str, str]
+    idempotency_key: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: int
+    progress_message: str
+    worker_id: str | None
+    fencing_token: int
+    last_sequence: int
+    lease_expires_at: datetime | None = None
+    deadline_at: datetime | None = None
+    workflow_run_id: str | None = None
+    node_id: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    task_id: str
+    sequence: int
+    type: TaskEventType
+    status: TaskStatus
+    created_at: datetime
+    attempt: int = 0
+    progress: int = 0
+    message: str = ""
+    output: JsonObject | None = None
+    worker_id: str | None = None
+
+    @property
+    def ends_execution(self) -> bool:
+        return self.type in ENDING_EVENTS
+
+
+ENDING_EVENTS = frozenset({TaskEventType.SUCCEEDED, TaskEventType.FAILED, TaskEventType.CANCELLED})
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task as asked for, validated, before it is stored."""
+
+    title: str
+    type: str
+    input: JsonObject
+    start: bool = False
+    description: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    priority: int = 0
+    max_attempts: int = 3
+    timeout_seconds: int = 0
+    idempotency_key: str | None = None

@@ -1,0 +1,291 @@
+"""Tasks: the SQL behind creating, claiming and finishing them.
+
+Every change goes through a conditional UPDATE … RETURNING that also bumps
+`last_sequence`, so the caller gets the row as it now is and the sequence
+number of the event it must append in the same transaction. A change whose
+condition no longer holds (another attempt won, the task was cancelled)
+touches nothing and returns None.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, bindparam, delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from orchestrator.model import NewTask, Task, TaskStatus
+from orchestrator.store.schema import tasks
+
+NEXT_SEQUENCE = tasks.c.last_sequence + 1
+
+
+def _task(row: Any) -> Task:
+    return Task(
+        id=row.id,
+        owner_id=row.owner_id,
+        title=row.title,
+        type=row.type,
+        status=TaskStatus(row.status),
+        input=row.input,
+        output=row.output,
+        error=row.error,
+        attempt=row.attempt,
+        max_attempts=row.max_attempts,
+        timeout_seconds=row.timeout_seconds,
+        priority=row.priority,
+        description=row.description,
+        labels=row.labels,
+        idempotency_key=row.idempotency_key,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        progress=row.progress,
+        progress_message=row.progress_message,
+        worker_id=row.worker_id,
+        fencing_token=row.fencing_token,
+        last_sequence=row.last_sequence,
+        lease_expires_at=row.lease_expires_at,
+        deadline_at=row.deadline_at,
+        workflow_run_id=row.workflow_run_id,
+        node_id=row.node_id,
+    )
+
+
+async def insert(
+    conn: AsyncConnection,
+    owner_id: str,
+    new: NewTask,
+    now: datetime,
+    *,
+    workflow_run_id: str | None = None,
+    node_id: str | None = None,
+) -> Task | None:
+    """The new task (QUEUED with its first event's sequence when
+    `new.start`), or None when the owner already has one with this
+    idempotency key."""
+    values = {
+        "id": str(uuid.uuid4()),
+        "owner_id": owner_id,
+        "title": new.title,
+        "type": new.type,
+        "description": new.description,
+        "labels": new.labels,
+        "priority": new.priority,
+        "status": TaskStatus.QUEUED if new.start else TaskStatus.PENDING,
+        "input": new.input,
+        "output": None,
+        "error": "",
+        "attempt": 0,
+        "max_attempts": new.max_attempts,
+        "timeout_seconds": new.timeout_seconds,
+        "idempotency_key": new.idempotency_key,
+        "created_at": now,
+        "updated_at": now,
+        "queued_at": now if new.start else None,
+        "available_at": now if new.start else None,
+        "progress": 0,
+        "progress_message": "",
+        "fencing_token": 0,
+        "last_sequence": 1 if new.start else 0,
+        "workflow_run_id": workflow_run_id,
+        "node_id": node_id,
+    }
+    statement = tasks.insert().values(values).returning(tasks)
+    if new.idempotency_key is None:
+        return _task((await conn.execute(statement)).one())
+    try:
+        async with conn.begin_nested():
+            return _task((await conn.execute(statement)).one())
+    except IntegrityError:
+        return None
+
+
+async def get(conn: AsyncConnection, task_id: str) -> Task | None:
+    row = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).first()
+    return _task(row) if row else None
+
+
+async def by_idempotency_key(conn: AsyncConnection, owner_id: str, key: str) -> Task | None:
+    row = (
+        await conn.execute(
+            select(tasks).where(tasks.c.owner_id == owner_id, tasks.c.idempotency_key == key)
+        )
+    ).first()
+    return _task(row) if row else None
+
+
+async def page(
+    conn: AsyncConnection,
+    *,
+    owner_id: str | None,
+    status: TaskStatus | None,
+    type: str | None,
+    label: tuple[str, str] | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[Task]:
+    """Newest first, after the (created_at, id) cursor: keyset pagination, so
+    rows inserted meanwhile never shift a page."""
+    conditions: list[ColumnElement[bool]] = []
+    if owner_id is not None:
+        conditions.append(tasks.c.owner_id == owner_id)
+    if status is not None:
+        conditions.append(tasks.c.status == status)
+    if type is not None:
+        conditions.append(tasks.c.type == type)
+    if label is not None:
+        conditions.append(tasks.c.labels[label[0]].as_string() == label[1])
+    if after is not None:
+        created_at, task_id = after
+        conditions.append(
+            or_(
+                tasks.c.created_at < created_at,
+                and_(tasks.c.created_at == created_at, tasks.c.id < task_id),
+            )
+        )
+    query = (
+        select(tasks)
+        .where(*conditions)
+        .order_by(tasks.c.created_at.desc(), tasks.c.id.desc())
+        .limit(limit)
+    )
+    return [_task(row) for row in await conn.execute(query)]
+
+
+async def change(
+    conn: AsyncConnection,
+    task_id: str,
+    values: dict[str, Any],
+    *,
+    statuses: Collection[TaskStatus] | None = None,
+    fencing_token: int | None = None,
+) -> Task | None:
+    """Apply `values` if the task is in one of `statuses` (and at this
+    fencing token); bumps the sequence. None when the condition fails."""
+    conditions = [tasks.c.id == task_id]
+    if statuses is not None:
+        conditions.append(tasks.c.status.in_([s.value for s in statuses]))
+    if fencing_token is not None:
+        conditions.append(tasks.c.fencing_token == fencing_token)
+    statement = (
+        update(tasks)
+        .where(*conditions)
+        .values(**values, last_sequence=NEXT_SEQUENCE)
+        .returning(tasks)
+    )
+    row = (await conn.execute(statement)).first()
+    return _task(row) if row else None
+
+
+async def claim(
+    conn: AsyncConnection,
+    *,
+    worker_id: str,
+    types: Sequence[str],
+    owner_id: str | None,
+    limit: int,
+    now: datetime,
+    lease_expires_at: datetime,
+) -> list[Task]:
+    """Up to `limit` queued tasks of these types, highest priority then
+    oldest first, now RUNNING on this worker. SKIP LOCKED lets replicas claim
+    side by side on PostgreSQL; SQLite has one writer and ignores it."""
+    conditions = [
+        tasks.c.status == TaskStatus.QUEUED,
+        tasks.c.type.in_(list(types)),
+        tasks.c.available_at <= now,
+    ]
+    if owner_id is not None:
+        conditions.append(tasks.c.owner_id == owner_id)
+    chosen = (
+        select(tasks.c.id)
+        .where(*conditions)
+        .order_by(tasks.c.priority.desc(), tasks.c.queued_at, tasks.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    statement = (
+        update(tasks)
+        .where(tasks.c.id.in_(chosen.scalar_subquery()))
+        .values(
+            status=TaskStatus.RUNNING,
+            worker_id=worker_id,
+            attempt=tasks.c.attempt + 1,
+            fencing_token=tasks.c.fencing_token + 1,
+            started_at=now,
+            updated_at=now,
+            lease_expires_at=lease_expires_at,
+            progress=0,
+            progress_message="",
+            last_sequence=NEXT_SEQUENCE,
+        )
+        .returning(tasks)
+    )
+    claimed = [_task(row) for row in await conn.execute(statement)]
+    # RETURNING gives no order; assignments should go out in dispatch order.
+    claimed.sort(key=lambda t: (-t.priority, t.started_at or now, t.id))
+    return claimed
+
+
+async def held_by(conn: AsyncConnection, worker_id: str) -> list[Task]:
+    query = select(tasks).where(
+        tasks.c.worker_id == worker_id, tasks.c.status == TaskStatus.RUNNING
+    )
+    return [_task(row) for row in await conn.execute(query)]
+
+
+async def extend_leases(conn: AsyncConnection, worker_id: str, until: datetime) -> None:
+    await conn.execute(
+        update(tasks)
+        .where(tasks.c.worker_id == worker_id, tasks.c.status == TaskStatus.RUNNING)
+        .values(lease_expires_at=until)
+    )
+
+
+async def overdue(conn: AsyncConnection, now: datetime, limit: int) -> list[Task]:
+    """Running tasks whose lease expired or whose attempt ran past its timeout."""
+    query = (
+        select(tasks)
+        .where(
+            tasks.c.status == TaskStatus.RUNNING,
+            or_(tasks.c.lease_expires_at < now, tasks.c.deadline_at < now),
+        )
+        .limit(limit)
+    )
+    return [_task(row) for row in await conn.execute(query)]
+
+
+async def next_available(conn: AsyncConnection, now: datetime) -> datetime | None:
+    """When the earliest task waiting out a retry backoff becomes claimable."""
+    return await conn.scalar(
+        select(tasks.c.available_at)
+        .where(tasks.c.status == TaskStatus.QUEUED, tasks.c.available_at > now)
+        .order_by(tasks.c.available_at)
+        .limit(1)
+    )
+
+
+async def remove(conn: AsyncConnection, task_id: str, statuses: Collection[TaskStatus]) -> bool:
+    """Delete the task (and its events) if it is in one of `statuses`."""
+    result = await conn.execute(
+        delete(tasks).where(tasks.c.id == task_id, tasks.c.status.in_([s.value for s in statuses]))
+    )
+    return result.rowcount == 1
+
+
+async def set_deadlines(conn: AsyncConnection, deadlines: Sequence[tuple[str, datetime]]) -> None:
+    """Per-attempt timeouts, set right after a claim (computing them inside the
+    claim would need per-dialect interval arithmetic)."""
+    if deadlines:
+        await conn.execute(
+            update(tasks)
+            .where(tasks.c.id == bindparam("task_id"))
+            .values(deadline_at=bindparam("deadline")),
+            [{"task_id": task_id, "deadline": deadline} for task_id, deadline in deadlines],
+        )
