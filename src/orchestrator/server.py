@@ -85,6 +85,7 @@ class Server:
             log.info("migrations skipped (ORCHESTRATOR_AUTO_MIGRATE=false)")
         jwt = JwtManager(settings.jwt_secret.get_secret_value(), settings.jwt_expiration_seconds)
         accounts = Accounts(database, jwt, settings.refresh_token_expiration_seconds)
+        self.accounts = accounts
         if settings.admin_username and settings.admin_password:
             await accounts.ensure_admin(
                 settings.admin_username, settings.admin_password.get_secret_value()
@@ -161,7 +162,7 @@ def _dialect(database_url: str) -> str:
 
 
 @contextmanager
-def _signals(stop: asyncio.Event) -> Iterator[None]:
+def signals(stop: asyncio.Event) -> Iterator[None]:
     """SIGTERM or Ctrl+C asks for a graceful stop; a second one exits at once.
     The previous handlers are put back on exit."""
     loop = asyncio.get_running_loop()
@@ -186,7 +187,7 @@ async def serve(settings: Settings) -> None:
     """Run one replica until SIGTERM or Ctrl+C."""
     stop = asyncio.Event()
     server = Server(settings)
-    with _signals(stop):
+    with signals(stop):
         try:
             await server.start()
             await stop.wait()

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from orchestrator.auth import passwords
 from orchestrator.auth.identity import Identity
 from orchestrator.auth.tokens import JwtManager, new_refresh_token
+from orchestrator.engine.api_tokens import ApiTokens, is_api_token
 from orchestrator.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated
 from orchestrator.store import Database
 from orchestrator.store import sessions as session_store
@@ -63,6 +64,7 @@ def check_new_user(username: str, password: str, role: str) -> None:
 class Accounts:
     def __init__(self, database: Database, jwt: JwtManager, refresh_ttl_seconds: int) -> None:
         self._db = database
+        self.api_tokens = ApiTokens(database)
         self._jwt = jwt
         self._refresh_ttl = timedelta(seconds=refresh_ttl_seconds)
 
@@ -117,6 +119,8 @@ class Accounts:
                 await session_store.revoke_family(conn, identity.session_id)
 
     async def authenticate(self, token: str) -> Identity:
+        if is_api_token(token):
+            return await self.api_tokens.authenticate(token)
         claims = self._jwt.verify(token)
         return Identity(user_id=claims.user_id, role=claims.role, session_id=claims.session_id)
 
@@ -131,6 +135,13 @@ class Accounts:
             user = await user_store.by_id(conn, user_id)
         if user is None:
             raise NotFound(f"user {user_id} not found")
+        return user
+
+    async def get_user_by_name(self, username: str) -> User:
+        async with self._db.read() as conn:
+            user = await user_store.by_username(conn, username)
+        if user is None:
+            raise NotFound(f"user {username!r} not found")
         return user
 
     async def ensure_admin(self, username: str, password: str) -> None:

@@ -10,6 +10,7 @@ from orchestrator.auth import identity
 from orchestrator.engine.accounts import Accounts, Tokens
 from orchestrator.proto import auth_pb2, auth_pb2_grpc
 from orchestrator.services.convert import timestamp
+from orchestrator.store.api_tokens import ApiToken
 from orchestrator.store.users import User
 
 Context = aio.ServicerContext[Any, Any]
@@ -32,6 +33,20 @@ def _login_response(tokens: Tokens) -> auth_pb2.LoginResponse:
         expires_in=tokens.expires_in,
         token_type="Bearer",
         user=user_message(tokens.user),
+    )
+
+
+def _token_message(token: ApiToken) -> auth_pb2.ApiToken:
+    return auth_pb2.ApiToken(
+        id=token.id,
+        name=token.name,
+        scope=token.scope,
+        prefix=token.prefix,
+        owner_id=token.owner_id,
+        created_at=timestamp(token.created_at),
+        expires_at=timestamp(token.expires_at),
+        last_used_at=timestamp(token.last_used_at),
+        revoked_at=timestamp(token.revoked_at),
     )
 
 
@@ -74,3 +89,23 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
     async def GetUser(self, request: auth_pb2.GetUserRequest, context: Context) -> auth_pb2.User:
         identity.require_admin()
         return user_message(await self._accounts.get_user(request.id))
+
+    async def CreateApiToken(
+        self, request: auth_pb2.CreateApiTokenRequest, context: Context
+    ) -> auth_pb2.CreateApiTokenResponse:
+        secret, token = await self._accounts.api_tokens.create(
+            identity.current(), request.name, request.scope, request.expires_in_seconds
+        )
+        return auth_pb2.CreateApiTokenResponse(token=secret, api_token=_token_message(token))
+
+    async def ListApiTokens(
+        self, request: auth_pb2.ListApiTokensRequest, context: Context
+    ) -> auth_pb2.ListApiTokensResponse:
+        found = await self._accounts.api_tokens.list(identity.current())
+        return auth_pb2.ListApiTokensResponse(api_tokens=[_token_message(t) for t in found])
+
+    async def RevokeApiToken(
+        self, request: auth_pb2.RevokeApiTokenRequest, context: Context
+    ) -> auth_pb2.ApiToken:
+        token = await self._accounts.api_tokens.revoke(identity.current(), request.id)
+        return _token_message(token)
