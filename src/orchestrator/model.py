@@ -107,3 +107,129 @@ class NewTask:
     max_attempts: int = 3
     timeout_seconds: int = 0
     idempotency_key: str | None = None
+
+
+# -- workflows ---------------------------------------------------------------
+
+
+class RunStatus(StrEnum):
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class NodeStatus(StrEnum):
+    PENDING = "PENDING"
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED_NODE
+
+
+FINISHED_NODE = frozenset(
+    {NodeStatus.SUCCEEDED, NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.CANCELLED}
+)
+
+
+class WorkflowEventType(StrEnum):
+    RUN_STARTED = "RUN_STARTED"
+    NODE_QUEUED = "NODE_QUEUED"
+    NODE_STARTED = "NODE_STARTED"
+    NODE_PROGRESS = "NODE_PROGRESS"
+    NODE_SUCCEEDED = "NODE_SUCCEEDED"
+    NODE_FAILED = "NODE_FAILED"
+    NODE_SKIPPED = "NODE_SKIPPED"
+    NODE_CANCELLED = "NODE_CANCELLED"
+    CHECKPOINT_SAVED = "CHECKPOINT_SAVED"
+    RUN_SUCCEEDED = "RUN_SUCCEEDED"
+    RUN_FAILED = "RUN_FAILED"
+    RUN_CANCELLED = "RUN_CANCELLED"
+
+
+RUN_ENDING_EVENTS = frozenset(
+    {WorkflowEventType.RUN_SUCCEEDED, WorkflowEventType.RUN_FAILED, WorkflowEventType.RUN_CANCELLED}
+)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    id: str
+    type: str
+    input: JsonObject = field(default_factory=dict)
+    input_expression: str = ""
+    max_attempts: int = 0
+    timeout_seconds: int = 0
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class EdgeSpec:
+    source: str
+    target: str
+    condition: str = ""
+
+
+@dataclass(frozen=True)
+class Definition:
+    nodes: tuple[NodeSpec, ...]
+    edges: tuple[EdgeSpec, ...]
+
+
+@dataclass(frozen=True)
+class Workflow:
+    id: str
+    owner_id: str
+    name: str
+    version: int
+    description: str
+    definition: Definition
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class NodeRun:
+    node_id: str
+    status: NodeStatus
+    task_id: str | None
+    output: JsonObject | None
+    error: str
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class WorkflowRun:
+    id: str
+    workflow_id: str
+    version: int
+    owner_id: str
+    status: RunStatus
+    input: JsonObject
+    error: str
+    created_at: datetime
+    finished_at: datetime | None
+    last_sequence: int
+    nodes: tuple[NodeRun, ...] = ()
+
+
+@dataclass(frozen=True)
+class WorkflowEvent:
+    run_id: str
+    sequence: int
+    type: WorkflowEventType
+    status: RunStatus
+    created_at: datetime
+    node_id: str = ""
+    node_status: NodeStatus | None = None
+    task_id: str | None = None
+    output: JsonObject | None = None
+    message: str = ""
+    progress: int = 0

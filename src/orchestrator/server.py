@@ -38,6 +38,7 @@ from orchestrator.services.shutdown import Shutdown
 from orchestrator.services.tasks import TaskService
 from orchestrator.services.unimplemented import partial
 from orchestrator.services.workers import WorkerService
+from orchestrator.services.workflows import WorkflowService
 from orchestrator.store import Database, upgrade
 
 log = logging.getLogger("orchestrator.server")
@@ -102,14 +103,13 @@ class Server:
         self._health = HealthService(database, self._shutdown, settings.replica_id)
         health_pb2_grpc.add_HealthServiceServicer_to_server(self._health, server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(partial(AuthService, accounts), server)
-        # Defined now, built by later work: the base servicers answer UNIMPLEMENTED.
         engine = Engine(database, settings)
         self._engine = engine
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(
             TaskService(engine.tasks, self._shutdown, settings.default_max_attempts), server
         )
         workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(
-            partial(workflows_pb2_grpc.WorkflowServiceServicer), server
+            WorkflowService(engine.workflows, self._shutdown), server
         )
         workers_pb2_grpc.add_WorkerServiceServicer_to_server(
             WorkerService(engine.dispatcher, settings.heartbeat_seconds, settings.lease_seconds),

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from orchestrator.engine.events import EventHub
-from orchestrator.model import JsonObject, Task, TaskEvent, TaskEventType
+from orchestrator.engine.events import E, EventHub
+from orchestrator.engine.run_state import RunState
+from orchestrator.model import JsonObject, Task, TaskEvent, TaskEventType, WorkflowEvent
 from orchestrator.store import Database
 from orchestrator.store import events as event_store
+from orchestrator.store import runs as run_store
 from orchestrator.store.types import utcnow
 
 
@@ -25,6 +28,13 @@ class Changes:
         self.conn = conn
         self.now = utcnow()
         self.events: list[TaskEvent] = []
+        # Events of tasks that run workflow nodes, for the run driver.
+        self.node_events: list[tuple[Task, TaskEvent]] = []
+        self.run_events: list[WorkflowEvent] = []
+        # Runs this transaction has loaded, locked and may change.
+        self.runs: dict[str, RunState] = {}
+        # Work that must only happen once the change is committed.
+        self.after_commit: list[Callable[[], None]] = []
 
     def record(
         self,
@@ -48,22 +58,47 @@ class Changes:
             worker_id=task.worker_id,
         )
         self.events.append(event)
+        if task.workflow_run_id:
+            self.node_events.append((task, event))
         return event
 
 
+class Settle(Protocol):
+    async def __call__(self, changes: Changes) -> None: ...
+
+
 class Journal:
-    def __init__(self, database: Database, hub: EventHub[TaskEvent]) -> None:
+    def __init__(
+        self,
+        database: Database,
+        task_hub: EventHub[TaskEvent],
+        run_hub: EventHub[WorkflowEvent],
+    ) -> None:
         self.database = database
-        self.hub = hub
+        self.task_hub = task_hub
+        self.run_hub = run_hub
+        # Set by the engine: lets workflow runs react to their tasks' events
+        # inside the same transaction (the checkpoint).
+        self.settle: Settle | None = None
 
     @contextlib.asynccontextmanager
     async def change(self) -> AsyncIterator[Changes]:
         async with self.database.write() as conn:
             changes = Changes(conn)
             yield changes
+            if self.settle is not None:
+                await self.settle(changes)
             await event_store.append(conn, changes.events)
-        by_task: defaultdict[str, list[TaskEvent]] = defaultdict(list)
-        for event in changes.events:
-            by_task[event.task_id].append(event)
-        for task_id, events in by_task.items():
-            self.hub.publish(task_id, events)
+            await run_store.append(conn, changes.run_events)
+        _publish(self.task_hub, changes.events, lambda e: e.task_id)
+        _publish(self.run_hub, changes.run_events, lambda e: e.run_id)
+        for callback in changes.after_commit:
+            callback()
+
+
+def _publish(hub: EventHub[E], events: list[E], key: Callable[[E], str]) -> None:
+    grouped: defaultdict[str, list[E]] = defaultdict(list)
+    for event in events:
+        grouped[key(event)].append(event)
+    for name, batch in grouped.items():
+        hub.publish(name, batch)

@@ -14,8 +14,10 @@ from orchestrator.engine.dispatch import Dispatcher
 from orchestrator.engine.events import EventHub
 from orchestrator.engine.journal import Journal
 from orchestrator.engine.retry import Backoff
+from orchestrator.engine.runs import RunDriver
 from orchestrator.engine.tasks import TaskEngine
-from orchestrator.model import TaskEvent
+from orchestrator.engine.workflows import WorkflowEngine
+from orchestrator.model import TaskEvent, WorkflowEvent
 from orchestrator.store import Database
 
 log = logging.getLogger(__name__)
@@ -24,7 +26,8 @@ log = logging.getLogger(__name__)
 class Engine:
     def __init__(self, database: Database, settings: Settings) -> None:
         self.task_events: EventHub[TaskEvent] = EventHub(settings.stream_buffer_size)
-        journal = Journal(database, self.task_events)
+        self.run_events: EventHub[WorkflowEvent] = EventHub(settings.stream_buffer_size)
+        journal = Journal(database, self.task_events, self.run_events)
         self.dispatcher = Dispatcher(
             journal,
             AttemptRules(
@@ -35,10 +38,24 @@ class Engine:
         )
         self.tasks = TaskEngine(
             database,
-            self.task_events,
+            journal,
             max_payload_bytes=settings.max_payload_bytes,
             on_queued=self.dispatcher.wake,
             on_cancelled=self.dispatcher.cancel_assignment,
+        )
+        driver = RunDriver(
+            max_payload_bytes=settings.max_payload_bytes,
+            default_max_attempts=settings.default_max_attempts,
+            on_queued=self.dispatcher.wake,
+            on_cancelled=self.dispatcher.cancel_assignment,
+        )
+        journal.settle = driver.settle
+        self.workflows = WorkflowEngine(
+            database,
+            journal,
+            self.run_events,
+            driver,
+            max_payload_bytes=settings.max_payload_bytes,
         )
         # Leases are checked several times per lease so a lost one is noticed
         # well before a second lease would have run out.

@@ -9,7 +9,6 @@ from typing import Any
 
 from orchestrator.auth.identity import Identity
 from orchestrator.engine import pages
-from orchestrator.engine.events import EventHub
 from orchestrator.engine.journal import Journal
 from orchestrator.engine.validation import check_new_task, field_problems
 from orchestrator.errors import (
@@ -49,15 +48,15 @@ class TaskEngine:
     def __init__(
         self,
         database: Database,
-        hub: EventHub[TaskEvent],
+        journal: Journal,
         *,
         max_payload_bytes: int,
         on_queued: Callable[[], None],
         on_cancelled: Callable[[Task, str], None],
     ) -> None:
         self._db = database
-        self._hub = hub
-        self._journal = Journal(database, hub)
+        self._hub = journal.task_hub
+        self._journal = journal
         self._max_payload = max_payload_bytes
         self._on_queued = on_queued
         self._on_cancelled = on_cancelled

@@ -133,3 +133,83 @@ task_events = Table(
     Column("output", JSON, nullable=True),
     Column("worker_id", String(64), nullable=True),
 )
+
+workflows = Table(
+    "workflows",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("owner_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("latest_version", Integer, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("owner_id", "name"),
+)
+
+# Versions are never changed once stored: a run keeps the one it began with.
+workflow_versions = Table(
+    "workflow_versions",
+    metadata,
+    Column(
+        "workflow_id",
+        String(36),
+        ForeignKey("workflows.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("description", Text, nullable=False),
+    Column("definition", JSON, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+workflow_runs = Table(
+    "workflow_runs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "workflow_id", String(36), ForeignKey("workflows.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("version", Integer, nullable=False),
+    Column("owner_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("input", JSON, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime, nullable=True),
+    Column("last_sequence", BigInteger, nullable=False),
+    Index(None, "owner_id", "created_at"),
+    Index(None, "workflow_id", "created_at"),
+)
+
+run_nodes = Table(
+    "run_nodes",
+    metadata,
+    Column(
+        "run_id", String(36), ForeignKey("workflow_runs.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("node_id", String(128), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("task_id", String(36), nullable=True),
+    Column("output", JSON, nullable=True),
+    Column("error", Text, nullable=False),
+    Column("started_at", UtcDateTime, nullable=True),
+    Column("finished_at", UtcDateTime, nullable=True),
+)
+
+workflow_events = Table(
+    "workflow_events",
+    metadata,
+    Column(
+        "run_id", String(36), ForeignKey("workflow_runs.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("sequence", BigInteger, primary_key=True, autoincrement=False),
+    Column("type", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("node_id", String(128), nullable=False),
+    Column("node_status", String(16), nullable=True),
+    Column("task_id", String(36), nullable=True),
+    Column("output", JSON, nullable=True),
+    Column("message", Text, nullable=False),
+    Column("progress", Integer, nullable=False),
+)

@@ -1,0 +1,316 @@
+"""The run driver: how a workflow run moves when its tasks do.
+
+Everything here happens inside the transaction that changed a task: a node
+finishing, the decision about its children, their tasks being queued and the
+run's events are committed together. That transaction is the checkpoint, so
+a server that dies at any point leaves either all of it or none of it, and a
+finished node never runs again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from orchestrator.engine.expressions import ExpressionError, context
+from orchestrator.engine.graph import Plan, plan
+from orchestrator.engine.journal import Changes
+from orchestrator.engine.run_state import RunState
+from orchestrator.engine.validation import payload_problem
+from orchestrator.model import (
+    NewTask,
+    NodeRun,
+    NodeStatus,
+    RunStatus,
+    Task,
+    TaskEvent,
+    TaskEventType,
+    TaskStatus,
+    Workflow,
+    WorkflowEventType,
+    WorkflowRun,
+)
+from orchestrator.store import runs as run_store
+from orchestrator.store import tasks as task_store
+from orchestrator.store import workflows as workflow_store
+
+log = logging.getLogger(__name__)
+
+_LIVE_TASK = {TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING}
+_PARENT_DONE = {NodeStatus.SUCCEEDED, NodeStatus.SKIPPED}
+
+
+class RunDriver:
+    def __init__(
+        self,
+        *,
+        max_payload_bytes: int,
+        default_max_attempts: int,
+        on_queued: Callable[[], None],
+        on_cancelled: Callable[[Task, str], None],
+    ) -> None:
+        self._max_payload = max_payload_bytes
+        self._default_max_attempts = default_max_attempts
+        self._on_queued = on_queued
+        self._on_cancelled = on_cancelled
+        self._plans: dict[tuple[str, int], Plan] = {}
+
+    def plan_of(self, workflow: Workflow) -> Plan:
+        """Versions never change, so a plan is compiled once per version."""
+        key = (workflow.id, workflow.version)
+        if key not in self._plans:
+            self._plans[key] = plan(workflow.definition, self._max_payload)
+        return self._plans[key]
+
+    async def start(
+        self,
+        changes: Changes,
+        run_id: str,
+        workflow: Workflow,
+        owner_id: str,
+        run_input: dict[str, Any],
+    ) -> WorkflowRun:
+        run = WorkflowRun(
+            id=run_id,
+            workflow_id=workflow.id,
+            version=workflow.version,
+            owner_id=owner_id,
+            status=RunStatus.RUNNING,
+            input=run_input,
+            error="",
+            created_at=changes.now,
+            finished_at=None,
+            last_sequence=0,
+            nodes=tuple(
+                NodeRun(n.id, NodeStatus.PENDING, None, None, "", None, None)
+                for n in workflow.definition.nodes
+            ),
+        )
+        await run_store.insert(changes.conn, run)
+        state = RunState.of(run, self.plan_of(workflow), changes.run_events, changes.now)
+        changes.runs[run.id] = state
+        state.emit(WorkflowEventType.RUN_STARTED)
+        for root in state.plan.roots:
+            await self._consider(changes, state, root)
+        await state.save(changes.conn)
+        return run
+
+    async def settle(self, changes: Changes) -> None:
+        """React to the events of node tasks in this transaction, including
+        those of tasks queued or cancelled while reacting."""
+        done = 0
+        while done < len(changes.node_events):
+            task, event = changes.node_events[done]
+            done += 1
+            state = await self.state(changes, task.workflow_run_id or "")
+            if state is None or not state.running:
+                continue
+            node = state.nodes.get(task.node_id or "")
+            if node is None or node.task_id != task.id or node.status.finished:
+                continue
+            await self._on_task_event(changes, state, node, task, event)
+        for state in changes.runs.values():
+            await state.save(changes.conn)
+
+    async def state(self, changes: Changes, run_id: str) -> RunState | None:
+        if run_id in changes.runs:
+            return changes.runs[run_id]
+        run = await run_store.get(changes.conn, run_id, lock=True)
+        if run is None:
+            return None
+        workflow = await workflow_store.get(changes.conn, run.workflow_id, run.version)
+        if workflow is None:
+            return None
+        state = RunState.of(run, self.plan_of(workflow), changes.run_events, changes.now)
+        changes.runs[run_id] = state
+        return state
+
+    async def _on_task_event(
+        self, changes: Changes, state: RunState, node: NodeRun, task: Task, event: TaskEvent
+    ) -> None:
+        conn = changes.conn
+        match event.type:
+            case TaskEventType.STARTED:
+                await state.set_node(
+                    conn, node.node_id, status=NodeStatus.RUNNING, started_at=changes.now
+                )
+                state.emit(WorkflowEventType.NODE_STARTED, node.node_id)
+            case TaskEventType.PROGRESS:
+                state.emit(
+                    WorkflowEventType.NODE_PROGRESS,
+                    node.node_id,
+                    message=event.message,
+                    progress=event.progress,
+                )
+            case TaskEventType.RETRYING | TaskEventType.REQUEUED:
+                await state.set_node(conn, node.node_id, status=NodeStatus.QUEUED)
+                state.emit(WorkflowEventType.NODE_QUEUED, node.node_id, message=event.message)
+            case TaskEventType.SUCCEEDED:
+                output = event.output or {}
+                await state.set_node(
+                    conn,
+                    node.node_id,
+                    status=NodeStatus.SUCCEEDED,
+                    output=output,
+                    finished_at=changes.now,
+                )
+                state.emit(WorkflowEventType.NODE_SUCCEEDED, node.node_id, output=output)
+                for child in state.plan.children.get(node.node_id, []):
+                    await self._consider(changes, state, child)
+                if state.running:
+                    state.emit(WorkflowEventType.CHECKPOINT_SAVED, node.node_id)
+                    self._finish_if_done(state)
+            case TaskEventType.FAILED | TaskEventType.CANCELLED:
+                failed = event.type is TaskEventType.FAILED
+                await state.set_node(
+                    conn,
+                    node.node_id,
+                    status=NodeStatus.FAILED if failed else NodeStatus.CANCELLED,
+                    error=event.message,
+                    finished_at=changes.now,
+                )
+                state.emit(
+                    WorkflowEventType.NODE_FAILED if failed else WorkflowEventType.NODE_CANCELLED,
+                    node.node_id,
+                    message=event.message,
+                )
+                verb = "failed" if failed else "was cancelled"
+                await self.stop(
+                    changes,
+                    state,
+                    RunStatus.FAILED,
+                    f"node {node.node_id!r} {verb}: {event.message}",
+                )
+
+    async def _consider(self, changes: Changes, state: RunState, node_id: str) -> None:
+        """Queue the node if its parents are done and an incoming edge allows
+        it; skip it (and what then can no longer run) if none does."""
+        if not state.running or state.nodes[node_id].status is not NodeStatus.PENDING:
+            return
+        edges = state.plan.incoming.get(node_id, [])
+        if any(state.nodes[state.plan.edge(i).source].status not in _PARENT_DONE for i in edges):
+            return
+        scope = context(state.run.input, state.outputs())
+        try:
+            allowed = not edges or any(self._allows(state, i, scope) for i in edges)
+            node_input = self._input(state, node_id, scope) if allowed else {}
+        except ExpressionError as exc:
+            await self._fail_node(changes, state, node_id, str(exc))
+            return
+        if not allowed:
+            await state.set_node(
+                changes.conn, node_id, status=NodeStatus.SKIPPED, finished_at=changes.now
+            )
+            state.emit(WorkflowEventType.NODE_SKIPPED, node_id)
+            for child in state.plan.children.get(node_id, []):
+                await self._consider(changes, state, child)
+            self._finish_if_done(state)
+            return
+        if problem := payload_problem(node_input, self._max_payload):
+            await self._fail_node(changes, state, node_id, f"input {problem}")
+            return
+        await self._queue(changes, state, node_id, node_input)
+
+    def _allows(self, state: RunState, edge_index: int, scope: dict[str, Any]) -> bool:
+        edge = state.plan.edge(edge_index)
+        if state.nodes[edge.source].status is not NodeStatus.SUCCEEDED:
+            return False
+        condition = state.plan.conditions.get(edge_index)
+        if condition is None:
+            return True
+        verdict = condition.evaluate(scope)
+        if not isinstance(verdict, bool):
+            raise ExpressionError(f"{condition.source!r}: yielded {verdict!r}, not a bool")
+        return verdict
+
+    def _input(self, state: RunState, node_id: str, scope: dict[str, Any]) -> dict[str, Any]:
+        literal = dict(state.plan.nodes[node_id].input)
+        expression = state.plan.inputs.get(node_id)
+        if expression is None:
+            return literal
+        computed = expression.evaluate(scope)
+        if not isinstance(computed, dict):
+            raise ExpressionError(f"{expression.source!r}: yielded {computed!r}, not a map")
+        return {**literal, **computed}
+
+    async def _queue(
+        self, changes: Changes, state: RunState, node_id: str, node_input: dict[str, Any]
+    ) -> None:
+        spec = state.plan.nodes[node_id]
+        new = NewTask(
+            title=node_id,
+            type=spec.type,
+            input=node_input,
+            start=True,
+            description=spec.description,
+            max_attempts=spec.max_attempts or self._default_max_attempts,
+            timeout_seconds=spec.timeout_seconds,
+        )
+        task = await task_store.insert(
+            changes.conn,
+            state.run.owner_id,
+            new,
+            changes.now,
+            workflow_run_id=state.id,
+            node_id=node_id,
+        )
+        assert task is not None
+        changes.record(task, TaskEventType.QUEUED)
+        await state.set_node(changes.conn, node_id, status=NodeStatus.QUEUED, task_id=task.id)
+        state.emit(WorkflowEventType.NODE_QUEUED, node_id)
+        changes.after_commit.append(self._on_queued)
+
+    async def _fail_node(self, changes: Changes, state: RunState, node_id: str, error: str) -> None:
+        await state.set_node(
+            changes.conn, node_id, status=NodeStatus.FAILED, error=error, finished_at=changes.now
+        )
+        state.emit(WorkflowEventType.NODE_FAILED, node_id, message=error)
+        await self.stop(changes, state, RunStatus.FAILED, f"node {node_id!r} failed: {error}")
+
+    def _finish_if_done(self, state: RunState) -> None:
+        if state.running and all(n.status.finished for n in state.nodes.values()):
+            state.status = RunStatus.SUCCEEDED
+            state.emit(WorkflowEventType.RUN_SUCCEEDED)
+
+    async def stop(self, changes: Changes, state: RunState, status: RunStatus, reason: str) -> None:
+        """End the run: nodes not started are cancelled, running tasks are
+        cancelled at their workers."""
+        state.status = status
+        state.error = reason
+        for node in list(state.nodes.values()):
+            if node.status.finished:
+                continue
+            if node.task_id:
+                await self._cancel_task(changes, node.task_id, reason)
+            await state.set_node(
+                changes.conn, node.node_id, status=NodeStatus.CANCELLED, finished_at=changes.now
+            )
+            state.emit(WorkflowEventType.NODE_CANCELLED, node.node_id, message=reason)
+        state.emit(
+            WorkflowEventType.RUN_FAILED
+            if status is RunStatus.FAILED
+            else WorkflowEventType.RUN_CANCELLED,
+            message=reason,
+        )
+
+    async def _cancel_task(self, changes: Changes, task_id: str, reason: str) -> None:
+        before = await task_store.get(changes.conn, task_id)
+        cancelled = await task_store.change(
+            changes.conn,
+            task_id,
+            {
+                "status": TaskStatus.CANCELLED,
+                "error": reason,
+                "finished_at": changes.now,
+                "updated_at": changes.now,
+                "lease_expires_at": None,
+                "deadline_at": None,
+            },
+            statuses=_LIVE_TASK,
+        )
+        if cancelled is None:
+            return
+        changes.record(cancelled, TaskEventType.CANCELLED, message=reason)
+        if before is not None and before.status is TaskStatus.RUNNING:
+            changes.after_commit.append(lambda: self._on_cancelled(cancelled, reason))

@@ -1,0 +1,131 @@
+"""Workflows, runs and their events between the domain and protobuf."""
+
+from __future__ import annotations
+
+from orchestrator.model import (
+    Definition,
+    EdgeSpec,
+    NodeRun,
+    NodeSpec,
+    NodeStatus,
+    RunStatus,
+    Workflow,
+    WorkflowEvent,
+    WorkflowRun,
+)
+from orchestrator.proto import workflows_pb2
+from orchestrator.services.convert import from_struct, struct, timestamp
+
+_RUN_PREFIX = "WORKFLOW_RUN_STATUS_"
+
+
+def definition_domain(message: workflows_pb2.WorkflowDefinition) -> Definition:
+    return Definition(
+        nodes=tuple(
+            NodeSpec(
+                id=n.id,
+                type=n.type,
+                input=from_struct(n.input),
+                input_expression=n.input_expression,
+                max_attempts=n.max_attempts,
+                timeout_seconds=n.timeout_seconds,
+                description=n.description,
+            )
+            for n in message.nodes
+        ),
+        edges=tuple(EdgeSpec(e.source, e.target, e.condition) for e in message.edges),
+    )
+
+
+def definition_message(definition: Definition) -> workflows_pb2.WorkflowDefinition:
+    return workflows_pb2.WorkflowDefinition(
+        nodes=[
+            workflows_pb2.Node(
+                id=n.id,
+                type=n.type,
+                input=struct(n.input),
+                input_expression=n.input_expression,
+                max_attempts=n.max_attempts,
+                timeout_seconds=n.timeout_seconds,
+                description=n.description,
+            )
+            for n in definition.nodes
+        ],
+        edges=[
+            workflows_pb2.Edge(source=e.source, target=e.target, condition=e.condition)
+            for e in definition.edges
+        ],
+    )
+
+
+def workflow_message(workflow: Workflow) -> workflows_pb2.Workflow:
+    return workflows_pb2.Workflow(
+        id=workflow.id,
+        name=workflow.name,
+        version=workflow.version,
+        definition=definition_message(workflow.definition),
+        description=workflow.description,
+        owner_id=workflow.owner_id,
+        created_at=timestamp(workflow.created_at),
+        updated_at=timestamp(workflow.updated_at),
+    )
+
+
+def run_status_message(status: RunStatus) -> workflows_pb2.WorkflowRunStatus.ValueType:
+    return workflows_pb2.WorkflowRunStatus.Value(_RUN_PREFIX + status.value)
+
+
+def run_status_domain(value: workflows_pb2.WorkflowRunStatus.ValueType) -> RunStatus | None:
+    if value == workflows_pb2.WORKFLOW_RUN_STATUS_UNSPECIFIED:
+        return None
+    return RunStatus(workflows_pb2.WorkflowRunStatus.Name(value).removeprefix(_RUN_PREFIX))
+
+
+def _node_status(status: NodeStatus | None) -> workflows_pb2.NodeStatus.ValueType:
+    if status is None:
+        return workflows_pb2.NODE_STATUS_UNSPECIFIED
+    return workflows_pb2.NodeStatus.Value("NODE_STATUS_" + status.value)
+
+
+def _node_message(node: NodeRun) -> workflows_pb2.NodeRun:
+    return workflows_pb2.NodeRun(
+        node_id=node.node_id,
+        status=_node_status(node.status),
+        task_id=node.task_id or "",
+        output=struct(node.output),
+        error=node.error,
+        started_at=timestamp(node.started_at),
+        finished_at=timestamp(node.finished_at),
+    )
+
+
+def run_message(run: WorkflowRun) -> workflows_pb2.WorkflowRun:
+    return workflows_pb2.WorkflowRun(
+        id=run.id,
+        workflow_id=run.workflow_id,
+        status=run_status_message(run.status),
+        nodes=[_node_message(n) for n in run.nodes],
+        workflow_version=run.version,
+        input=struct(run.input),
+        error=run.error,
+        owner_id=run.owner_id,
+        created_at=timestamp(run.created_at),
+        finished_at=timestamp(run.finished_at),
+        last_sequence=run.last_sequence,
+    )
+
+
+def event_message(event: WorkflowEvent) -> workflows_pb2.WorkflowEvent:
+    return workflows_pb2.WorkflowEvent(
+        sequence=event.sequence,
+        run_id=event.run_id,
+        type=workflows_pb2.WorkflowEventType.Value("WORKFLOW_EVENT_TYPE_" + event.type.value),
+        node_id=event.node_id,
+        status=run_status_message(event.status),
+        timestamp=timestamp(event.created_at),
+        node_status=_node_status(event.node_status),
+        task_id=event.task_id or "",
+        output=struct(event.output),
+        message=event.message,
+        progress=event.progress,
+    )
