@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from orchestrator.engine.cancellation import cancel_task
 from orchestrator.engine.expressions import ExpressionError, context
 from orchestrator.engine.graph import Plan, plan
 from orchestrator.engine.journal import Changes
@@ -26,7 +27,6 @@ from orchestrator.model import (
     Task,
     TaskEvent,
     TaskEventType,
-    TaskStatus,
     Workflow,
     WorkflowEventType,
     WorkflowRun,
@@ -37,7 +37,6 @@ from orchestrator.store import workflows as workflow_store
 
 log = logging.getLogger(__name__)
 
-_LIVE_TASK = {TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING}
 _PARENT_DONE = {NodeStatus.SUCCEEDED, NodeStatus.SKIPPED}
 
 
@@ -282,7 +281,7 @@ class RunDriver:
             if node.status.finished:
                 continue
             if node.task_id:
-                await self._cancel_task(changes, node.task_id, reason)
+                await cancel_task(changes, node.task_id, reason, self._on_cancelled)
             await state.set_node(
                 changes.conn, node.node_id, status=NodeStatus.CANCELLED, finished_at=changes.now
             )
@@ -293,24 +292,3 @@ class RunDriver:
             else WorkflowEventType.RUN_CANCELLED,
             message=reason,
         )
-
-    async def _cancel_task(self, changes: Changes, task_id: str, reason: str) -> None:
-        before = await task_store.get(changes.conn, task_id)
-        cancelled = await task_store.change(
-            changes.conn,
-            task_id,
-            {
-                "status": TaskStatus.CANCELLED,
-                "error": reason,
-                "finished_at": changes.now,
-                "updated_at": changes.now,
-                "lease_expires_at": None,
-                "deadline_at": None,
-            },
-            statuses=_LIVE_TASK,
-        )
-        if cancelled is None:
-            return
-        changes.record(cancelled, TaskEventType.CANCELLED, message=reason)
-        if before is not None and before.status is TaskStatus.RUNNING:
-            changes.after_commit.append(lambda: self._on_cancelled(cancelled, reason))

@@ -9,6 +9,7 @@ from typing import Any
 
 from orchestrator.auth.identity import Identity
 from orchestrator.engine import pages
+from orchestrator.engine.cancellation import cancel_task
 from orchestrator.engine.journal import Journal
 from orchestrator.engine.validation import check_new_task, field_problems
 from orchestrator.errors import (
@@ -153,24 +154,9 @@ class TaskEngine:
         task = await self.get(caller, task_id)
         reason = reason or "cancelled by user"
         async with self._journal.change() as tx:
-            cancelled = await task_store.change(
-                tx.conn,
-                task_id,
-                {
-                    "status": TaskStatus.CANCELLED,
-                    "error": reason,
-                    "finished_at": tx.now,
-                    "updated_at": tx.now,
-                    "lease_expires_at": None,
-                    "deadline_at": None,
-                },
-                statuses={TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING},
-            )
-            if cancelled is None:
-                raise FailedPrecondition(f"task {task_id} is already {task.status.value}")
-            tx.record(cancelled, TaskEventType.CANCELLED, message=reason)
-        if task.status is TaskStatus.RUNNING or cancelled.worker_id:
-            self._on_cancelled(cancelled, reason)
+            cancelled = await cancel_task(tx, task_id, reason, self._on_cancelled)
+        if cancelled is None:
+            raise FailedPrecondition(f"task {task_id} is already {task.status.value}")
         return cancelled
 
     async def execute(self, caller: Identity, task_id: str) -> int:
