@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     refresh_token_expiration_seconds: Annotated[
         int, _env("ORCHESTRATOR_REFRESH_TOKEN_EXPIRATION_SECONDS"), Field(gt=0)
     ] = 30 * 24 * 3600
+    login_max_failures: Annotated[
+        int, _env("ORCHESTRATOR_LOGIN_MAX_FAILURES"), Field(ge=1, le=10_000)
+    ] = 5
+    login_window_seconds: Annotated[
+        float, _env("ORCHESTRATOR_LOGIN_WINDOW_SECONDS"), Field(gt=0, le=86400)
+    ] = 60.0
     lease_seconds: Annotated[float, _env("ORCHESTRATOR_LEASE_SECONDS"), Field(ge=1, le=3600)] = 30.0
     heartbeat_seconds: Annotated[
         float, _env("ORCHESTRATOR_HEARTBEAT_SECONDS"), Field(gt=0, le=600)

@@ -19,6 +19,7 @@ from orchestrator.auth import AuthGate, JwtManager
 from orchestrator.config import Settings
 from orchestrator.engine.accounts import Accounts
 from orchestrator.engine.runtime import Engine
+from orchestrator.engine.throttle import LoginThrottle
 from orchestrator.proto import (
     auth_pb2,
     auth_pb2_grpc,
@@ -36,7 +37,6 @@ from orchestrator.services.errors import ErrorInterceptor
 from orchestrator.services.health import HealthService
 from orchestrator.services.shutdown import Shutdown
 from orchestrator.services.tasks import TaskService
-from orchestrator.services.unimplemented import partial
 from orchestrator.services.workers import WorkerService
 from orchestrator.services.workflows import WorkflowService
 from orchestrator.store import Database, upgrade
@@ -85,7 +85,13 @@ class Server:
         else:
             log.info("migrations skipped (ORCHESTRATOR_AUTO_MIGRATE=false)")
         jwt = JwtManager(settings.jwt_secret.get_secret_value(), settings.jwt_expiration_seconds)
-        accounts = Accounts(database, jwt, settings.refresh_token_expiration_seconds)
+        # A shared address (NAT, a proxy) gets more room than a single name.
+        throttle = LoginThrottle(
+            per_user=settings.login_max_failures,
+            per_peer=settings.login_max_failures * 4,
+            window_seconds=settings.login_window_seconds,
+        )
+        accounts = Accounts(database, jwt, settings.refresh_token_expiration_seconds, throttle)
         self.accounts = accounts
         if settings.admin_username and settings.admin_password:
             await accounts.ensure_admin(
@@ -102,7 +108,7 @@ class Server:
         )
         self._health = HealthService(database, self._shutdown, settings.replica_id)
         health_pb2_grpc.add_HealthServiceServicer_to_server(self._health, server)
-        auth_pb2_grpc.add_AuthServiceServicer_to_server(partial(AuthService, accounts), server)
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(accounts), server)
         engine = Engine(database, settings)
         self._engine = engine
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(

@@ -14,8 +14,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from orchestrator.auth import passwords
 from orchestrator.auth.identity import Identity
 from orchestrator.auth.tokens import JwtManager, new_refresh_token
+from orchestrator.engine import pages
 from orchestrator.engine.api_tokens import ApiTokens, is_api_token
-from orchestrator.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated
+from orchestrator.engine.throttle import LoginThrottle
+from orchestrator.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+)
 from orchestrator.store import Database
 from orchestrator.store import sessions as session_store
 from orchestrator.store import users as user_store
@@ -62,13 +70,21 @@ def check_new_user(username: str, password: str, role: str) -> None:
 
 
 class Accounts:
-    def __init__(self, database: Database, jwt: JwtManager, refresh_ttl_seconds: int) -> None:
+    def __init__(
+        self,
+        database: Database,
+        jwt: JwtManager,
+        refresh_ttl_seconds: int,
+        throttle: LoginThrottle,
+    ) -> None:
         self._db = database
+        self._throttle = throttle
         self.api_tokens = ApiTokens(database)
         self._jwt = jwt
         self._refresh_ttl = timedelta(seconds=refresh_ttl_seconds)
 
-    async def login(self, username: str, password: str) -> Tokens:
+    async def login(self, username: str, password: str, peer: str) -> Tokens:
+        self._throttle.check(username, peer)
         async with self._db.read() as conn:
             user = await user_store.by_username(conn, username)
         # Same work and same answer for an unknown user, a disabled one and a
@@ -77,6 +93,7 @@ class Accounts:
             passwords.verify_password, user.password_hash if user else None, password
         )
         if user is None or not valid or user.disabled:
+            self._throttle.failed(username, peer)
             raise Unauthenticated(BAD_LOGIN)
         async with self._db.write() as conn:
             return await self._open_session(conn, user, family_id=None)
@@ -122,7 +139,13 @@ class Accounts:
         if is_api_token(token):
             return await self.api_tokens.authenticate(token)
         claims = self._jwt.verify(token)
-        return Identity(user_id=claims.user_id, role=claims.role, session_id=claims.session_id)
+        # A signature is not enough: logout, a revoked session or a disabled
+        # user must stop the token at once, not when it expires.
+        async with self._db.read() as conn:
+            role = await session_store.live_role(conn, claims.user_id, claims.session_id)
+        if role is None:
+            raise Unauthenticated()
+        return Identity(user_id=claims.user_id, role=role, session_id=claims.session_id)
 
     async def create_user(self, username: str, password: str, role: str) -> User:
         check_new_user(username, password, role)
@@ -136,6 +159,35 @@ class Accounts:
         if user is None:
             raise NotFound(f"user {user_id} not found")
         return user
+
+    async def list_users(self, page_size: int, page_token: str) -> tuple[list[User], str]:
+        limit = pages.page_size(page_size)
+        async with self._db.read() as conn:
+            found = await user_store.page(conn, page_token or None, limit + 1)
+        more = len(found) > limit
+        found = found[:limit]
+        return found, found[-1].username if more else ""
+
+    async def set_disabled(self, caller: Identity, user_id: str, disabled: bool) -> User:
+        if disabled and user_id == caller.user_id:
+            raise FailedPrecondition("you cannot disable your own account")
+        await self.get_user(user_id)
+        async with self._db.write() as conn:
+            await user_store.set_disabled(conn, user_id, disabled)
+            if disabled:
+                await session_store.revoke_user(conn, user_id)
+        return await self.get_user(user_id)
+
+    async def reset_password(self, user_id: str, password: str) -> User:
+        if problem := passwords.password_problem(password):
+            raise InvalidArgument.field("new_password", problem)
+        await self.get_user(user_id)
+        password_hash = await asyncio.to_thread(passwords.hash_password, password)
+        async with self._db.write() as conn:
+            await user_store.set_password(conn, user_id, password_hash)
+            # Whoever knew the old password must not keep a session.
+            await session_store.revoke_user(conn, user_id)
+        return await self.get_user(user_id)
 
     async def get_user_by_name(self, username: str) -> User:
         async with self._db.read() as conn:

@@ -50,6 +50,12 @@ def _token_message(token: ApiToken) -> auth_pb2.ApiToken:
     )
 
 
+def _peer(context: Context) -> str:
+    """The caller's address without its port: what throttling counts by."""
+    peer = context.peer() or "unknown"
+    return peer.rsplit(":", 1)[0] if peer.count(":") > 1 else peer
+
+
 class AuthService(auth_pb2_grpc.AuthServiceServicer):
     def __init__(self, accounts: Accounts) -> None:
         self._accounts = accounts
@@ -57,7 +63,8 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
     async def Login(
         self, request: auth_pb2.LoginRequest, context: Context
     ) -> auth_pb2.LoginResponse:
-        return _login_response(await self._accounts.login(request.username, request.password))
+        tokens = await self._accounts.login(request.username, request.password, _peer(context))
+        return _login_response(tokens)
 
     async def Refresh(
         self, request: auth_pb2.RefreshRequest, context: Context
@@ -89,6 +96,33 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
     async def GetUser(self, request: auth_pb2.GetUserRequest, context: Context) -> auth_pb2.User:
         identity.require_admin()
         return user_message(await self._accounts.get_user(request.id))
+
+    async def ListUsers(
+        self, request: auth_pb2.ListUsersRequest, context: Context
+    ) -> auth_pb2.ListUsersResponse:
+        identity.require_admin()
+        found, token = await self._accounts.list_users(request.page_size, request.page_token)
+        return auth_pb2.ListUsersResponse(
+            users=[user_message(u) for u in found], next_page_token=token
+        )
+
+    async def DisableUser(
+        self, request: auth_pb2.DisableUserRequest, context: Context
+    ) -> auth_pb2.User:
+        caller = identity.require_admin()
+        return user_message(await self._accounts.set_disabled(caller, request.id, True))
+
+    async def EnableUser(
+        self, request: auth_pb2.EnableUserRequest, context: Context
+    ) -> auth_pb2.User:
+        caller = identity.require_admin()
+        return user_message(await self._accounts.set_disabled(caller, request.id, False))
+
+    async def ResetPassword(
+        self, request: auth_pb2.ResetPasswordRequest, context: Context
+    ) -> auth_pb2.User:
+        identity.require_admin()
+        return user_message(await self._accounts.reset_password(request.id, request.new_password))
 
     async def CreateApiToken(
         self, request: auth_pb2.CreateApiTokenRequest, context: Context

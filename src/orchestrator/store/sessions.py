@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from orchestrator.store.schema import sessions
+from orchestrator.store.schema import sessions, users
 from orchestrator.store.types import utcnow
 
 
@@ -91,15 +91,32 @@ async def revoke_family(conn: AsyncConnection, family_id: str) -> None:
     )
 
 
+def _active(family_id: str) -> ColumnElement[bool]:
+    return exists().where(
+        sessions.c.family_id == family_id,
+        sessions.c.revoked_at.is_(None),
+        sessions.c.expires_at > utcnow(),
+    )
+
+
 async def family_active(conn: AsyncConnection, family_id: str) -> bool:
     """True while the family has a token that is neither revoked nor expired."""
-    count = await conn.scalar(
-        select(func.count())
-        .select_from(sessions)
-        .where(
-            sessions.c.family_id == family_id,
-            sessions.c.revoked_at.is_(None),
-            sessions.c.expires_at > utcnow(),
+    return bool(await conn.scalar(select(_active(family_id))))
+
+
+async def live_role(conn: AsyncConnection, user_id: str, family_id: str) -> str | None:
+    """The user's role if the user is enabled and the session still live:
+    what an access token is worth right now."""
+    return await conn.scalar(
+        select(users.c.role).where(
+            users.c.id == user_id, users.c.disabled.is_(False), _active(family_id)
         )
     )
-    return bool(count)
+
+
+async def revoke_user(conn: AsyncConnection, user_id: str) -> None:
+    await conn.execute(
+        update(sessions)
+        .where(sessions.c.user_id == user_id, sessions.c.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )

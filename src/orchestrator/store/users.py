@@ -90,3 +90,17 @@ async def set_role(conn: AsyncConnection, user_id: str, role: str) -> None:
     await conn.execute(
         update(users).where(users.c.id == user_id).values(role=role, updated_at=utcnow())
     )
+
+
+async def page(conn: AsyncConnection, after: str | None, limit: int) -> list[User]:
+    """Users by name, after the given one."""
+    query = select(users).order_by(users.c.username).limit(limit)
+    if after is not None:
+        query = query.where(users.c.username > after)
+    return [_user(row) for row in await conn.execute(query)]
+
+
+async def set_disabled(conn: AsyncConnection, user_id: str, disabled: bool) -> None:
+    await conn.execute(
+        update(users).where(users.c.id == user_id).values(disabled=disabled, updated_at=utcnow())
+    )
