@@ -6,7 +6,7 @@ import os
 import socket
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, FilePath, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Known to everyone who reads this file: fine on a laptop, refused in production.
@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     retry_max_seconds: Annotated[
         float, _env("ORCHESTRATOR_RETRY_MAX_SECONDS"), Field(ge=0, le=86400)
     ] = 300.0
+    tls_cert_file: Annotated[FilePath | None, _env("ORCHESTRATOR_TLS_CERT_FILE")] = None
+    tls_key_file: Annotated[FilePath | None, _env("ORCHESTRATOR_TLS_KEY_FILE")] = None
+    tls_client_ca_file: Annotated[FilePath | None, _env("ORCHESTRATOR_TLS_CLIENT_CA_FILE")] = None
     replica_id: Annotated[str, _env("ORCHESTRATOR_REPLICA_ID"), Field(min_length=1)] = Field(
         default_factory=_default_replica_id
     )
@@ -129,6 +132,12 @@ def load_settings() -> Settings:
         raise ConfigError(
             "ORCHESTRATOR_HEARTBEAT_SECONDS must be shorter than ORCHESTRATOR_LEASE_SECONDS"
         )
+    if (settings.tls_cert_file is None) != (settings.tls_key_file is None):
+        raise ConfigError(
+            "ORCHESTRATOR_TLS_CERT_FILE and ORCHESTRATOR_TLS_KEY_FILE must be set together"
+        )
+    if settings.tls_client_ca_file is not None and settings.tls_cert_file is None:
+        raise ConfigError("ORCHESTRATOR_TLS_CLIENT_CA_FILE needs ORCHESTRATOR_TLS_CERT_FILE")
     if (settings.admin_username is None) != (settings.admin_password is None):
         raise ConfigError(
             "ORCHESTRATOR_ADMIN_USERNAME and ORCHESTRATOR_ADMIN_PASSWORD must be set together"

@@ -9,6 +9,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import grpc
 from grpc import aio
 from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2 as grpc_health_pb2
@@ -54,6 +55,20 @@ SERVICE_NAMES = tuple(
     )
 )
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # A second server on a taken port must fail, not share it.
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_concurrent_streams", 1000),
+    # Ping idle clients so a vanished worker is noticed, and refuse clients
+    # that ping more often than every 10 s.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 2),
+]
 
 
 class Server:
@@ -100,11 +115,7 @@ class Server:
 
         server = aio.server(
             interceptors=[ErrorInterceptor(), AuthGate(accounts.authenticate)],
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.so_reuseport", 0),
-            ],
+            options=SERVER_OPTIONS,
         )
         self._health = HealthService(database, self._shutdown, settings.replica_id)
         health_pb2_grpc.add_HealthServiceServicer_to_server(self._health, server)
@@ -126,14 +137,21 @@ class Server:
             (*SERVICE_NAMES, grpc_health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         try:
-            self.port = server.add_insecure_port(settings.address)
+            credentials = _credentials(settings)
+            if credentials is None:
+                self.port = server.add_insecure_port(settings.address)
+            else:
+                self.port = server.add_secure_port(settings.address, credentials)
         except RuntimeError as exc:
             raise OSError(f"cannot bind {settings.address}: {exc}") from None
         engine.start()
         log.info("background loops started")
         await server.start()
         self._grpc = server
-        log.info(f"listening on {settings.host}:{self.port}")
+        log.info(
+            f"listening on {settings.host}:{self.port}",
+            extra={"tls": "mutual" if settings.tls_client_ca_file else bool(credentials)},
+        )
         for name in ("", *SERVICE_NAMES):
             await self._grpc_health.set(name, grpc_health_pb2.HealthCheckResponse.SERVING)
         log.info("health SERVING")
@@ -161,6 +179,18 @@ class Server:
         if self._database is not None:
             await self._database.close()
             log.info("shutdown: database closed")
+
+
+def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS when a certificate is configured; mutual TLS when a client CA is too."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    client_ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
 
 
 def _dialect(database_url: str) -> str:
