@@ -70,6 +70,25 @@ def migrate() -> None:
 
 
 @app.command()
+def dev(
+    slots: int = typer.Option(4, "--slots", min=1, help="Slots of the demo worker."),
+) -> None:
+    """Server, demo worker and an admin account in one command, for a first look."""
+    from orchestrator.cli.dev import dev_environment, run_dev
+
+    dev_environment()
+    settings = settings_or_exit()
+    try:
+        asyncio.run(run_dev(settings, slots))
+    except OSError as exc:
+        print(f"orchestrator: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     print(__version__)
+
+
+from orchestrator.cli import worker as _worker  # noqa: E402, F401 - registers `orchestrator worker`
