@@ -15,9 +15,9 @@ import grpc
 from grpc import aio
 
 from orchestrator import __version__
+from orchestrator.channel import ClientTls, auth_metadata, open_channel, tls_from_env, url_from_env
 from orchestrator.proto import workers_pb2, workers_pb2_grpc
 from orchestrator.status import from_rpc_error
-from orchestrator.worker._channel import auth_metadata, open_channel
 from orchestrator.worker._handlers import (
     Handler,
     HandlerT,
@@ -30,7 +30,7 @@ from orchestrator.worker._stop import StopRequest
 
 log = logging.getLogger("orchestrator.worker")
 
-DEFAULT_URL = "localhost:50051"
+USER_AGENT = f"orchestrator-worker/{__version__}"
 DEFAULT_SLOTS = 10
 DEFAULT_GRACE_SECONDS = 10.0
 FIRST_RETRY_SECONDS = 0.1
@@ -77,6 +77,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: StopRequest | None = None
         self._grace_before_run: float | None = None
+        self._tls: ClientTls | None = None
 
     def __repr__(self) -> str:
         return f"<Worker {self.name!r} slots={self.slots} types={list(self.task_types)}>"
@@ -101,16 +102,20 @@ class Worker:
     def task_types(self) -> tuple[str, ...]:
         return tuple(sorted(self._registrations))
 
-    async def run(self, url: str | None = None, token: str | None = None) -> None:
+    async def run(
+        self, url: str | None = None, token: str | None = None, tls: ClientTls | None = None
+    ) -> None:
         """Serve until `stop()`: connect to `url` (else `ORCHESTRATOR_URL`,
-        else localhost:50051) with `token` (else `ORCHESTRATOR_TOKEN`),
-        reconnecting with backoff whenever the server goes away.
+        else localhost:50051) with `token` (else `ORCHESTRATOR_TOKEN`), over
+        TLS if `tls` (else the environment, see `orchestrator.channel`) says
+        so, reconnecting with backoff whenever the server goes away.
 
         Raises `orchestrator.errors.Unauthenticated`, `PermissionDenied` or
         `InvalidArgument` when the server refuses the worker outright.
         """
-        url = url or os.environ.get("ORCHESTRATOR_URL") or DEFAULT_URL
+        url = url or url_from_env()
         token = token or os.environ.get("ORCHESTRATOR_TOKEN")
+        self._tls = tls or tls_from_env()
         if not token:
             raise ValueError("no token: pass token= or set ORCHESTRATOR_TOKEN")
         if not self._registrations:
@@ -175,7 +180,7 @@ class Worker:
     async def _connect_once(
         self, url: str, token: str, hello: workers_pb2.Hello, stop: StopRequest
     ) -> Outcome:
-        channel = open_channel(url)
+        channel = open_channel(url, USER_AGENT, self._tls)
         try:
             call = workers_pb2_grpc.WorkerServiceStub(channel).Connect(
                 metadata=auth_metadata(token)
