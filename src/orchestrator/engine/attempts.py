@@ -20,6 +20,7 @@ from orchestrator.engine.validation import payload_problem
 from orchestrator.errors import FailedPrecondition
 from orchestrator.model import JsonObject, Task, TaskEventType, TaskStatus
 from orchestrator.store import tasks as task_store
+from orchestrator.store.locks import REAPER_LOCK, try_lock
 from orchestrator.store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,8 @@ class Attempts:
         out. Returns how many tasks it touched."""
         timed_out: list[tuple[Task, str]] = []
         async with self._journal.change() as tx:
+            if not await try_lock(tx.conn, REAPER_LOCK):
+                return 0  # another replica is reaping right now
             overdue = await task_store.overdue(tx.conn, tx.now, _REAP_BATCH)
             for task in overdue:
                 # Another replica's reaper may have got there first.

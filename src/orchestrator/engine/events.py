@@ -61,6 +61,16 @@ class EventHub(Generic[E]):
             for subscriber in subscribers:
                 subscriber.offer(event)
 
+    def poke(self, keys: list[str]) -> None:
+        """Make followers of these keys ("*": all) read the log again: events
+        were written elsewhere (another replica)."""
+        everyone = "*" in keys
+        for key, subscribers in self._subscribers.items():
+            if everyone or key in keys:
+                for subscriber in subscribers:
+                    subscriber.overflowed = True
+                    subscriber.wakeup.set()
+
     def subscriber_count(self) -> int:
         return sum(len(s) for s in self._subscribers.values())
 

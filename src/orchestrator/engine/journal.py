@@ -16,10 +16,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.engine.events import E, EventHub
 from orchestrator.engine.run_state import RunState
-from orchestrator.model import JsonObject, Task, TaskEvent, TaskEventType, WorkflowEvent
+from orchestrator.model import (
+    JsonObject,
+    Task,
+    TaskEvent,
+    TaskEventType,
+    TaskStatus,
+    WorkflowEvent,
+)
 from orchestrator.store import Database
 from orchestrator.store import events as event_store
 from orchestrator.store import runs as run_store
+from orchestrator.store.notify import notify
 from orchestrator.store.types import utcnow
 
 
@@ -80,6 +88,8 @@ class Journal:
         # Set by the engine: lets workflow runs react to their tasks' events
         # inside the same transaction (the checkpoint).
         self.settle: Settle | None = None
+        # On PostgreSQL: tell the other replicas (this one's name).
+        self.notify_as: str | None = None
 
     @contextlib.asynccontextmanager
     async def change(self) -> AsyncIterator[Changes]:
@@ -90,6 +100,14 @@ class Journal:
                 await self.settle(changes)
             await event_store.append(conn, changes.events)
             await run_store.append(conn, changes.run_events)
+            if self.notify_as is not None and (changes.events or changes.run_events):
+                await notify(
+                    conn,
+                    self.notify_as,
+                    queued=any(e.status is TaskStatus.QUEUED for e in changes.events),
+                    keys=[e.task_id for e in changes.events]
+                    + [e.run_id for e in changes.run_events],
+                )
         _publish(self.task_hub, changes.events, lambda e: e.task_id)
         _publish(self.run_hub, changes.run_events, lambda e: e.run_id)
         for callback in changes.after_commit:

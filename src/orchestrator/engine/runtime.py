@@ -19,6 +19,7 @@ from orchestrator.engine.tasks import TaskEngine
 from orchestrator.engine.workflows import WorkflowEngine
 from orchestrator.model import TaskEvent, WorkflowEvent
 from orchestrator.store import Database
+from orchestrator.store.notify import listen
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,10 @@ class Engine:
         self.task_events: EventHub[TaskEvent] = EventHub(settings.stream_buffer_size)
         self.run_events: EventHub[WorkflowEvent] = EventHub(settings.stream_buffer_size)
         journal = Journal(database, self.task_events, self.run_events)
+        self._listen_dsn = settings.database_url if database.dialect == "postgresql" else None
+        self._replica_id = settings.replica_id
+        if self._listen_dsn:
+            journal.notify_as = settings.replica_id
         self.dispatcher = Dispatcher(
             journal,
             AttemptRules(
@@ -69,6 +74,22 @@ class Engine:
                 _every(self._reap_every, self.dispatcher.attempts.reap), name="lease-reaper"
             ),
         ]
+        if self._listen_dsn:
+            self._loops.append(
+                asyncio.create_task(
+                    listen(
+                        self._listen_dsn.replace("postgres://", "postgresql://", 1),
+                        self._replica_id,
+                        self.dispatcher.wake,
+                        self._poke,
+                    ),
+                    name="pg-listener",
+                )
+            )
+
+    def _poke(self, keys: list[str]) -> None:
+        self.task_events.poke(keys)
+        self.run_events.poke(keys)
 
     async def stop(self) -> None:
         for loop in self._loops:

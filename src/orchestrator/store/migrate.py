@@ -10,9 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from orchestrator.store.database import Database
-
-# Any constant will do: replicas starting together take turns on it.
-_MIGRATION_LOCK_KEY = 0x6F726368
+from orchestrator.store.locks import MIGRATION_LOCK
 
 
 def _config(connection: Connection) -> Config:
@@ -32,7 +30,8 @@ def head_revision() -> str:
 
 def _upgrade(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+        # Replicas starting together take turns.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
     command.upgrade(_config(connection), "head")
 
 
