@@ -1,4 +1,6 @@
-"""`orchestrator`: the server's commands (serve, migrate)."""
+"""`orchestrator`: the server's commands (serve, migrate, dev, version), the
+worker's, and the client's (login, task, workflow, user, token; see
+`_register_client_commands`)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from orchestrator.logs import configure as configure_logging
 
 app = typer.Typer(
     name="orchestrator",
-    help="Task and workflow orchestration server, spoken to over gRPC.",
+    help="Task and workflow orchestration server, spoken to over gRPC, and its client.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -92,3 +94,20 @@ def version() -> None:
 
 
 from orchestrator.cli import worker as _worker  # noqa: E402, F401 - registers `orchestrator worker`
+
+CLIENT_PANEL = "Client: for people (tables, live views) and scripts (-o json)"
+
+
+def _register_client_commands() -> None:
+    # `runs` adds run, runs, watch and cancel to the workflow group.
+    from orchestrator.cli import runs, session, tasks, tokens, users, workflows  # noqa: F401
+
+    for command in (session.login, session.logout, session.whoami):
+        app.command(rich_help_panel=CLIENT_PANEL)(command)
+    app.add_typer(tasks.app, rich_help_panel=CLIENT_PANEL)
+    app.add_typer(workflows.app, rich_help_panel=CLIENT_PANEL)
+    app.add_typer(users.app, rich_help_panel=CLIENT_PANEL)
+    app.add_typer(tokens.app, rich_help_panel=CLIENT_PANEL)
+
+
+_register_client_commands()

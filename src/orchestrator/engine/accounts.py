@@ -6,9 +6,11 @@ import asyncio
 import hashlib
 import logging
 import re
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.auth import passwords
@@ -38,6 +40,8 @@ BAD_LOGIN = "invalid username or password"
 # Two refreshes of one token this close together are a client racing itself,
 # not a stolen token: the loser is refused, the family is left alone.
 _CONCURRENT_REFRESH = timedelta(seconds=5)
+_LIVE_SECONDS = 1.0
+_MAX_LIVE = 10_000
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ class Accounts:
     ) -> None:
         self._db = database
         self._throttle = throttle
+        # session id -> (user id, role, valid until): see authenticate().
+        self._live: dict[str, tuple[str, str, float]] = {}
         self.api_tokens = ApiTokens(database)
         self._jwt = jwt
         self._refresh_ttl = timedelta(seconds=refresh_ttl_seconds)
@@ -123,6 +129,7 @@ class Accounts:
                 extra={"user_id": session.user_id},
             )
             await session_store.revoke_family(conn, session.family_id)
+            self._forget_after_commit(conn, session_id=session.family_id)
         return None
 
     async def logout(self, identity: Identity, refresh_token: str) -> None:
@@ -132,20 +139,53 @@ class Accounts:
                 if session is None or session.user_id != identity.user_id:
                     raise Unauthenticated()
                 await session_store.revoke_family(conn, session.family_id)
+                self._forget_after_commit(conn, session_id=session.family_id)
             elif identity.session_id:
                 await session_store.revoke_family(conn, identity.session_id)
+                self._forget_after_commit(conn, session_id=identity.session_id)
 
     async def authenticate(self, token: str) -> Identity:
         if is_api_token(token):
             return await self.api_tokens.authenticate(token)
         claims = self._jwt.verify(token)
         # A signature is not enough: logout, a revoked session or a disabled
-        # user must stop the token at once, not when it expires.
-        async with self._db.read() as conn:
-            role = await session_store.live_role(conn, claims.user_id, claims.session_id)
+        # user must stop the token at once, not when it expires. The answer is
+        # kept for a moment (a read per call is most of a call's cost); what
+        # changes it here clears it, another replica's change shows within
+        # _LIVE_SECONDS.
+        now = time.monotonic()
+        cached = self._live.get(claims.session_id)
+        if cached and cached[0] == claims.user_id and cached[2] > now:
+            role: str | None = cached[1]
+        else:
+            async with self._db.read() as conn:
+                role = await session_store.live_role(conn, claims.user_id, claims.session_id)
+            if role is not None:
+                if len(self._live) >= _MAX_LIVE:
+                    self._live.clear()
+                self._live[claims.session_id] = (claims.user_id, role, now + _LIVE_SECONDS)
         if role is None:
+            self._forget(session_id=claims.session_id)
             raise Unauthenticated()
         return Identity(user_id=claims.user_id, role=role, session_id=claims.session_id)
+
+    def _forget_after_commit(
+        self, conn: AsyncConnection, *, session_id: str | None = None, user_id: str | None = None
+    ) -> None:
+        """Forget once the revocation is committed: a call checked in between
+        would otherwise read (and keep) the state from before it."""
+
+        def forget(_session: object) -> None:
+            self._forget(session_id=session_id, user_id=user_id)
+
+        event.listen(conn.sync_connection, "commit", forget, once=True)
+
+    def _forget(self, *, session_id: str | None = None, user_id: str | None = None) -> None:
+        if session_id is not None:
+            self._live.pop(session_id, None)
+        if user_id is not None:
+            for key in [k for k, v in self._live.items() if v[0] == user_id]:
+                del self._live[key]
 
     async def create_user(self, username: str, password: str, role: str) -> User:
         check_new_user(username, password, role)
@@ -176,6 +216,7 @@ class Accounts:
             await user_store.set_disabled(conn, user_id, disabled)
             if disabled:
                 await session_store.revoke_user(conn, user_id)
+                self._forget_after_commit(conn, user_id=user_id)
         return await self.get_user(user_id)
 
     async def reset_password(self, user_id: str, password: str) -> User:
@@ -187,6 +228,7 @@ class Accounts:
             await user_store.set_password(conn, user_id, password_hash)
             # Whoever knew the old password must not keep a session.
             await session_store.revoke_user(conn, user_id)
+            self._forget_after_commit(conn, user_id=user_id)
         return await self.get_user(user_id)
 
     async def get_user_by_name(self, username: str) -> User:

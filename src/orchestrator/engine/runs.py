@@ -246,15 +246,11 @@ class RunDriver:
             max_attempts=spec.max_attempts or self._default_max_attempts,
             timeout_seconds=spec.timeout_seconds,
         )
-        task = await task_store.insert(
+        (task,) = await task_store.insert_many(
             changes.conn,
-            state.run.owner_id,
-            new,
+            [task_store.NewRow(state.run.owner_id, new, state.id, node_id)],
             changes.now,
-            workflow_run_id=state.id,
-            node_id=node_id,
         )
-        assert task is not None
         changes.record(task, TaskEventType.QUEUED)
         await state.set_node(changes.conn, node_id, status=NodeStatus.QUEUED, task_id=task.id)
         state.emit(WorkflowEventType.NODE_QUEUED, node_id)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.auth.identity import Identity
 from orchestrator.engine import pages
+from orchestrator.engine.batching import GroupCommit
 from orchestrator.engine.cancellation import cancel_task
 from orchestrator.engine.journal import Journal
 from orchestrator.engine.validation import check_new_task, field_problems
@@ -61,21 +62,23 @@ class TaskEngine:
         self._max_payload = max_payload_bytes
         self._on_queued = on_queued
         self._on_cancelled = on_cancelled
+        self._creates = GroupCommit(self._create_many)
 
     async def create(self, caller: Identity, new: NewTask) -> Task:
         check_new_task(new, self._max_payload)
-        if new.idempotency_key:
-            async with self._db.read() as conn:
-                existing = await task_store.by_idempotency_key(
-                    conn, caller.user_id, new.idempotency_key
-                )
-            if existing:
-                return existing
+        row = task_store.NewRow(caller.user_id, new)
+        if not new.idempotency_key:
+            return await self._creates.submit(row)
+        async with self._db.read() as conn:
+            existing = await task_store.by_idempotency_key(
+                conn, caller.user_id, new.idempotency_key
+            )
+        if existing:
+            return existing
         async with self._journal.change() as changes:
-            task = await task_store.insert(changes.conn, caller.user_id, new, changes.now)
+            task = await task_store.insert_keyed(changes.conn, row, changes.now)
             if task is None:
                 # Lost a race with the same key: the winner's task is the answer.
-                assert new.idempotency_key
                 task = await task_store.by_idempotency_key(
                     changes.conn, caller.user_id, new.idempotency_key
                 )
@@ -86,6 +89,16 @@ class TaskEngine:
         if task.status is TaskStatus.QUEUED:
             self._on_queued()
         return task
+
+    async def _create_many(self, rows: Sequence[task_store.NewRow]) -> list[Task]:
+        async with self._journal.change() as changes:
+            created = await task_store.insert_many(changes.conn, rows, changes.now)
+            queued = [t for t in created if t.status is TaskStatus.QUEUED]
+            for task in queued:
+                changes.record(task, TaskEventType.QUEUED)
+        if queued:
+            self._on_queued()
+        return created
 
     async def get(self, caller: Identity, task_id: str) -> Task:
         async with self._db.read() as conn:

@@ -85,6 +85,9 @@ tasks = Table(
     Column("description", Text, nullable=False),
     Column("labels", JSON, nullable=False),
     Column("priority", Integer, nullable=False),
+    # -priority: lets one ascending index give "highest priority, oldest
+    # first" on every dialect.
+    Column("dispatch_rank", Integer, nullable=False),
     Column("status", String(16), nullable=False),
     Column("input", JSON, nullable=False),
     Column("output", JSON, nullable=True),
@@ -113,7 +116,10 @@ tasks = Table(
     Column("workflow_run_id", String(36), nullable=True),
     Column("node_id", String(128), nullable=True),
     UniqueConstraint("owner_id", "idempotency_key"),
-    Index(None, "status", "type", "priority", "queued_at"),
+    # The dispatch order, so a claim reads the first rows instead of sorting
+    # the whole queue (which made a backlog of N tasks cost N² to drain).
+    Index("ix_tasks_dispatch_order", "status", "dispatch_rank", "queued_at", "id"),
+    Index(None, "status", "created_at"),
     Index(None, "owner_id", "created_at"),
     Index(None, "worker_id"),
 )

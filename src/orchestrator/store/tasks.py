@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, delete, or_, select, update
@@ -57,26 +59,27 @@ def _task(row: Any) -> Task:
     )
 
 
-async def insert(
-    conn: AsyncConnection,
-    owner_id: str,
-    new: NewTask,
-    now: datetime,
-    *,
-    workflow_run_id: str | None = None,
-    node_id: str | None = None,
-) -> Task | None:
-    """The new task (QUEUED with its first event's sequence when
-    `new.start`), or None when the owner already has one with this
-    idempotency key."""
-    values = {
+@dataclass(frozen=True)
+class NewRow:
+    """A task to insert: what was asked for, by whom, and for which run."""
+
+    owner_id: str
+    new: NewTask
+    workflow_run_id: str | None = None
+    node_id: str | None = None
+
+
+def _values(row: NewRow, now: datetime) -> dict[str, Any]:
+    new = row.new
+    return {
         "id": str(uuid.uuid4()),
-        "owner_id": owner_id,
+        "owner_id": row.owner_id,
         "title": new.title,
         "type": new.type,
         "description": new.description,
         "labels": new.labels,
         "priority": new.priority,
+        "dispatch_rank": -new.priority,
         "status": TaskStatus.QUEUED if new.start else TaskStatus.PENDING,
         "input": new.input,
         "output": None,
@@ -89,21 +92,39 @@ async def insert(
         "updated_at": now,
         "queued_at": now if new.start else None,
         "available_at": now if new.start else None,
+        "started_at": None,
+        "finished_at": None,
         "progress": 0,
         "progress_message": "",
+        "worker_id": None,
         "fencing_token": 0,
+        "lease_expires_at": None,
+        "deadline_at": None,
         "last_sequence": 1 if new.start else 0,
-        "workflow_run_id": workflow_run_id,
-        "node_id": node_id,
+        "workflow_run_id": row.workflow_run_id,
+        "node_id": row.node_id,
     }
-    statement = tasks.insert().values(values).returning(tasks)
-    if new.idempotency_key is None:
-        return _task((await conn.execute(statement)).one())
+
+
+async def insert_many(conn: AsyncConnection, rows: Sequence[NewRow], now: datetime) -> list[Task]:
+    """The new tasks, QUEUED with their first event's sequence where
+    `new.start`. One statement for all of them: the rows are known here, so
+    nothing needs to come back from the database."""
+    values = [_values(row, now) for row in rows]
+    if values:
+        await conn.execute(tasks.insert(), values)
+    return [_task(SimpleNamespace(**v)) for v in values]
+
+
+async def insert_keyed(conn: AsyncConnection, row: NewRow, now: datetime) -> Task | None:
+    """Like insert_many for one task with an idempotency key: None when the
+    owner already has a task with that key."""
     try:
         async with conn.begin_nested():
-            return _task((await conn.execute(statement)).one())
+            (task,) = await insert_many(conn, [row], now)
     except IntegrityError:
         return None
+    return task
 
 
 async def get(conn: AsyncConnection, task_id: str) -> Task | None:
@@ -168,6 +189,8 @@ async def change(
 ) -> Task | None:
     """Apply `values` if the task is in one of `statuses` (and at this
     fencing token); bumps the sequence. None when the condition fails."""
+    if "priority" in values:
+        values = {**values, "dispatch_rank": -values["priority"]}
     conditions = [tasks.c.id == task_id]
     if statuses is not None:
         conditions.append(tasks.c.status.in_([s.value for s in statuses]))
@@ -206,7 +229,7 @@ async def claim(
     chosen = (
         select(tasks.c.id)
         .where(*conditions)
-        .order_by(tasks.c.priority.desc(), tasks.c.queued_at, tasks.c.id)
+        .order_by(tasks.c.dispatch_rank, tasks.c.queued_at, tasks.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
