@@ -30,6 +30,17 @@ _REAP_BATCH = 200
 
 
 @dataclass(frozen=True)
+class Refill:
+    """Work to claim for a worker: up to `limit` tasks of its types (and of
+    `owner_id` only, unless None)."""
+
+    worker_id: str
+    types: Sequence[str]
+    owner_id: str | None
+    limit: int
+
+
+@dataclass(frozen=True)
 class AttemptRules:
     lease_seconds: float
     max_payload_bytes: int
@@ -53,29 +64,32 @@ class Attempts:
     def _lease(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self._rules.lease_seconds)
 
-    async def claim(
-        self, worker_id: str, types: Sequence[str], owner_id: str | None, limit: int
-    ) -> list[Task]:
+    async def claim(self, refill: Refill) -> list[Task]:
         async with self._journal.change() as tx:
-            claimed = await task_store.claim(
-                tx.conn,
-                worker_id=worker_id,
-                types=types,
-                owner_id=owner_id,
-                limit=limit,
-                now=tx.now,
-                lease_expires_at=self._lease(tx.now),
-            )
-            await task_store.set_deadlines(
-                tx.conn,
-                [
-                    (t.id, tx.now + timedelta(seconds=t.timeout_seconds))
-                    for t in claimed
-                    if t.timeout_seconds
-                ],
-            )
-            for task in claimed:
-                tx.record(task, TaskEventType.STARTED)
+            return await self._claim(tx, refill)
+
+    async def _claim(self, tx: Changes, refill: Refill | None) -> list[Task]:
+        if refill is None or refill.limit <= 0:
+            return []
+        claimed = await task_store.claim(
+            tx.conn,
+            worker_id=refill.worker_id,
+            types=refill.types,
+            owner_id=refill.owner_id,
+            limit=refill.limit,
+            now=tx.now,
+            lease_expires_at=self._lease(tx.now),
+        )
+        await task_store.set_deadlines(
+            tx.conn,
+            [
+                (t.id, tx.now + timedelta(seconds=t.timeout_seconds))
+                for t in claimed
+                if t.timeout_seconds
+            ],
+        )
+        for task in claimed:
+            tx.record(task, TaskEventType.STARTED)
         return claimed
 
     async def heartbeat(self, worker_id: str) -> None:
@@ -95,11 +109,14 @@ class Attempts:
             task = await self._current(tx, task_id, fencing, {})
             tx.record(task, TaskEventType.LOG, message=line)
 
-    async def complete(self, task_id: str, fencing: int, output: JsonObject) -> None:
+    async def complete(
+        self, task_id: str, fencing: int, output: JsonObject, refill: Refill | None = None
+    ) -> list[Task]:
+        """Record the result; then claim work for the slot it frees (`refill`)
+        in the same transaction, saving the worker a round of its own."""
         problem = payload_problem(output, self._rules.max_payload_bytes)
         if problem:
-            await self.fail(task_id, fencing, f"output {problem}", permanent=True)
-            return
+            return await self.fail(task_id, fencing, f"output {problem}", True, refill)
         async with self._journal.change() as tx:
             task = await self._current(
                 tx,
@@ -116,13 +133,24 @@ class Attempts:
                 },
             )
             tx.record(task, TaskEventType.SUCCEEDED, output=output)
+            return await self._claim(tx, refill)
 
-    async def fail(self, task_id: str, fencing: int, error: str, *, permanent: bool) -> None:
+    async def fail(
+        self,
+        task_id: str,
+        fencing: int,
+        error: str,
+        permanent: bool,
+        refill: Refill | None = None,
+    ) -> list[Task]:
+        """Record a failed attempt (retried unless permanent or the last);
+        claims for the freed slot like `complete`."""
         async with self._journal.change() as tx:
             current = await task_store.get(tx.conn, task_id)
             if current is None or current.fencing_token != fencing:
                 raise FailedPrecondition(STALE.format(fencing=fencing, task_id=task_id))
             await self._fail(tx, current, error or "failed", permanent=permanent)
+            return await self._claim(tx, refill)
 
     async def _fail(self, tx: Changes, current: Task, error: str, *, permanent: bool) -> None:
         retry_at = None

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from orchestrator.auth.identity import Identity
-from orchestrator.engine.attempts import AttemptRules, Attempts
+from orchestrator.engine.attempts import AttemptRules, Attempts, Refill
 from orchestrator.engine.journal import Journal
 from orchestrator.engine.validation import type_problem
 from orchestrator.errors import FailedPrecondition, FieldViolation, InvalidArgument
@@ -111,12 +111,19 @@ class WorkerSession:
     connected_at: datetime
     in_flight: dict[str, int] = field(default_factory=dict)
     draining: bool = False
+    # A claim for this worker is under way: another would overfill its slots.
+    claiming: bool = False
     # None closes the stream.
     outbound: asyncio.Queue[Outbound] = field(default_factory=asyncio.Queue)
 
     @property
     def free(self) -> int:
         return 0 if self.draining else self.slots - len(self.in_flight)
+
+
+def _refill(session: WorkerSession, free: int) -> Refill:
+    limit = 0 if session.draining else min(free, _CLAIM_BATCH)
+    return Refill(session.id, session.task_types, session.owner_filter, limit)
 
 
 def check_hello(name: str, task_types: Sequence[str], slots: int) -> None:
@@ -173,22 +180,27 @@ class Dispatcher:
 
     async def _fill_slots(self) -> None:
         for session in list(self._sessions.values()):
-            if session.id not in self._sessions or session.free <= 0:
+            if session.id not in self._sessions or session.free <= 0 or session.claiming:
                 continue
-            limit = min(session.free, _CLAIM_BATCH)
-            claimed = await self._attempts.claim(
-                session.id, session.task_types, session.owner_filter, limit
-            )
-            if session.id not in self._sessions:
-                # Gone while claiming: give its new tasks straight back.
-                for task in claimed:
-                    await self._attempts.release(task.id, task.fencing_token, "worker gone")
-                continue
-            for task in claimed:
-                session.in_flight[task.id] = task.fencing_token
-                session.outbound.put_nowait(Assign(task))
-            if len(claimed) == limit:
+            refill = _refill(session, session.free)
+            session.claiming = True
+            try:
+                claimed = await self._attempts.claim(refill)
+            finally:
+                session.claiming = False
+            await self._hand_out(session, claimed)
+            if len(claimed) == refill.limit:
                 self._wake.set()
+
+    async def _hand_out(self, session: WorkerSession, claimed: list[Task]) -> None:
+        if session.id not in self._sessions:
+            # Gone while claiming: give its new tasks straight back.
+            for task in claimed:
+                await self._attempts.release(task.id, task.fencing_token, "worker gone")
+            return
+        for task in claimed:
+            session.in_flight[task.id] = task.fencing_token
+            session.outbound.put_nowait(Assign(task))
 
     def register(
         self, caller: Identity, name: str, task_types: Sequence[str], slots: int
@@ -232,6 +244,13 @@ class Dispatcher:
         """Apply a worker's report; one about an attempt that is no longer
         current is answered with a rejection and recorded nowhere."""
         attempts = self._attempts
+        # The slot a result frees is refilled in the result's transaction,
+        # unless the dispatch loop is claiming for this worker right now.
+        refill = None
+        if isinstance(report, Complete | Fail) and not session.claiming:
+            refill = _refill(session, session.free + 1)
+            session.claiming = True
+        claimed: list[Task] = []
         try:
             match report:
                 case Progress():
@@ -241,13 +260,16 @@ class Dispatcher:
                 case LogLine():
                     await attempts.log_line(report.task_id, report.fencing_token, report.line)
                 case Complete():
-                    await attempts.complete(report.task_id, report.fencing_token, report.output)
+                    claimed = await attempts.complete(
+                        report.task_id, report.fencing_token, report.output, refill
+                    )
                 case Fail():
-                    await attempts.fail(
+                    claimed = await attempts.fail(
                         report.task_id,
                         report.fencing_token,
                         report.error,
-                        permanent=report.permanent,
+                        report.permanent,
+                        refill,
                     )
                 case Release():
                     await attempts.release(
@@ -259,10 +281,15 @@ class Dispatcher:
                 Reject(report.task_id, report.fencing_token, refused.message)
             )
             return
+        finally:
+            if refill is not None:
+                session.claiming = False
         if isinstance(report, Complete | Fail | Release):
             self._free(session, report.task_id, report.fencing_token)
+        await self._hand_out(session, claimed)
 
     def _free(self, session: WorkerSession, task_id: str, fencing_token: int) -> None:
+        """The slot is free again; the dispatch loop may fill it."""
         if session.in_flight.get(task_id) == fencing_token:
             del session.in_flight[task_id]
             self._wake.set()
