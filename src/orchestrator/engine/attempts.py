@@ -15,13 +15,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from orchestrator.engine.journal import Changes, Journal
+from orchestrator.engine.reports import (
+    Complete,
+    Fail,
+    Heartbeat,
+    LogLine,
+    Progress,
+    Release,
+    Report,
+)
 from orchestrator.engine.retry import Backoff
 from orchestrator.engine.validation import payload_problem
 from orchestrator.errors import FailedPrecondition
 from orchestrator.model import JsonObject, Task, TaskEventType, TaskStatus
 from orchestrator.store import tasks as task_store
 from orchestrator.store.locks import REAPER_LOCK, try_lock
-from orchestrator.store.types import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +72,9 @@ class Attempts:
     def _lease(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self._rules.lease_seconds)
 
-    async def claim(self, refill: Refill) -> list[Task]:
-        async with self._journal.change() as tx:
-            return await self._claim(tx, refill)
-
-    async def _claim(self, tx: Changes, refill: Refill | None) -> list[Task]:
-        if refill is None or refill.limit <= 0:
+    async def claim(self, tx: Changes, refill: Refill) -> list[Task]:
+        """Up to `refill.limit` queued tasks, now RUNNING on the worker."""
+        if refill.limit <= 0:
             return []
         claimed = await task_store.claim(
             tx.conn,
@@ -92,65 +97,56 @@ class Attempts:
             tx.record(task, TaskEventType.STARTED)
         return claimed
 
-    async def heartbeat(self, worker_id: str) -> None:
-        async with self._journal.database.write() as conn:
-            await task_store.extend_leases(conn, worker_id, self._lease(utcnow()))
+    async def apply(self, tx: Changes, worker_id: str, report: Report) -> None:
+        """One worker report, in the caller's transaction. A report about an
+        attempt that is no longer current raises FailedPrecondition having
+        written nothing (its conditional update matched no row), so the rest
+        of the transaction stands."""
+        match report:
+            case Heartbeat():
+                await task_store.extend_leases(tx.conn, worker_id, self._lease(tx.now))
+            case Progress(task_id, fencing, percent, message):
+                values = {"progress": max(0, min(100, percent)), "progress_message": message}
+                task = await self._current(tx, task_id, fencing, values)
+                tx.record(task, TaskEventType.PROGRESS, message=message)
+            case LogLine(task_id, fencing, line):
+                task = await self._current(tx, task_id, fencing, {})
+                tx.record(task, TaskEventType.LOG, message=line)
+            case Complete(task_id, fencing, output):
+                await self._complete(tx, task_id, fencing, output)
+            case Fail(task_id, fencing, error, permanent):
+                current = await self._held(tx, task_id, fencing)
+                await self._fail(tx, current, error or "failed", permanent=permanent)
+            case Release(task_id, fencing):
+                current = await self._held(tx, task_id, fencing)
+                await self._requeue(tx, current, "handed back by worker")
 
-    async def progress(self, task_id: str, fencing: int, percent: int, message: str) -> None:
-        percent = max(0, min(100, percent))
-        async with self._journal.change() as tx:
-            task = await self._current(
-                tx, task_id, fencing, {"progress": percent, "progress_message": message}
-            )
-            tx.record(task, TaskEventType.PROGRESS, message=message)
+    async def _complete(self, tx: Changes, task_id: str, fencing: int, output: JsonObject) -> None:
+        if problem := payload_problem(output, self._rules.max_payload_bytes):
+            current = await self._held(tx, task_id, fencing)
+            await self._fail(tx, current, f"output {problem}", permanent=True)
+            return
+        task = await self._current(
+            tx,
+            task_id,
+            fencing,
+            {
+                "status": TaskStatus.SUCCEEDED,
+                "output": output,
+                "error": "",
+                "progress": 100,
+                "finished_at": tx.now,
+                "lease_expires_at": None,
+                "deadline_at": None,
+            },
+        )
+        tx.record(task, TaskEventType.SUCCEEDED, output=output)
 
-    async def log_line(self, task_id: str, fencing: int, line: str) -> None:
-        async with self._journal.change() as tx:
-            task = await self._current(tx, task_id, fencing, {})
-            tx.record(task, TaskEventType.LOG, message=line)
-
-    async def complete(
-        self, task_id: str, fencing: int, output: JsonObject, refill: Refill | None = None
-    ) -> list[Task]:
-        """Record the result; then claim work for the slot it frees (`refill`)
-        in the same transaction, saving the worker a round of its own."""
-        problem = payload_problem(output, self._rules.max_payload_bytes)
-        if problem:
-            return await self.fail(task_id, fencing, f"output {problem}", True, refill)
-        async with self._journal.change() as tx:
-            task = await self._current(
-                tx,
-                task_id,
-                fencing,
-                {
-                    "status": TaskStatus.SUCCEEDED,
-                    "output": output,
-                    "error": "",
-                    "progress": 100,
-                    "finished_at": tx.now,
-                    "lease_expires_at": None,
-                    "deadline_at": None,
-                },
-            )
-            tx.record(task, TaskEventType.SUCCEEDED, output=output)
-            return await self._claim(tx, refill)
-
-    async def fail(
-        self,
-        task_id: str,
-        fencing: int,
-        error: str,
-        permanent: bool,
-        refill: Refill | None = None,
-    ) -> list[Task]:
-        """Record a failed attempt (retried unless permanent or the last);
-        claims for the freed slot like `complete`."""
-        async with self._journal.change() as tx:
-            current = await task_store.get(tx.conn, task_id)
-            if current is None or current.fencing_token != fencing:
-                raise FailedPrecondition(STALE.format(fencing=fencing, task_id=task_id))
-            await self._fail(tx, current, error or "failed", permanent=permanent)
-            return await self._claim(tx, refill)
+    async def _held(self, tx: Changes, task_id: str, fencing: int) -> Task:
+        current = await task_store.get(tx.conn, task_id)
+        if current is None or current.fencing_token != fencing:
+            raise FailedPrecondition(STALE.format(fencing=fencing, task_id=task_id))
+        return current
 
     async def _fail(self, tx: Changes, current: Task, error: str, *, permanent: bool) -> None:
         retry_at = None
@@ -170,15 +166,6 @@ class Attempts:
             self._on_retry_at(retry_at)
         else:
             tx.record(task, TaskEventType.FAILED, message=error)
-
-    async def release(self, task_id: str, fencing: int, reason: str) -> None:
-        """Back to the queue, not counted as an attempt: the worker gave it up
-        unrun or was lost with it."""
-        async with self._journal.change() as tx:
-            current = await task_store.get(tx.conn, task_id)
-            if current is None or current.fencing_token != fencing:
-                raise FailedPrecondition(STALE.format(fencing=fencing, task_id=task_id))
-            await self._requeue(tx, current, reason)
 
     async def _requeue(self, tx: Changes, current: Task, reason: str) -> None:
         task = await self._current(

@@ -3,7 +3,9 @@ and the loop that fills those slots with queued tasks.
 
 It wakes when a task is queued here, when a slot frees up, when a retry's
 backoff ends, and otherwise polls slowly as a safety net (tasks queued by
-another replica, leases re-queued by the reaper).
+another replica, leases re-queued by the reaper). A worker's reports are
+applied in order, as many per transaction as have queued up, and the slots
+they free are refilled in that same transaction.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from datetime import datetime
 from orchestrator.auth.identity import Identity
 from orchestrator.engine.attempts import AttemptRules, Attempts, Refill
 from orchestrator.engine.journal import Journal
+from orchestrator.engine.reports import FINISHING, AboutTask, Heartbeat, Report
 from orchestrator.engine.validation import type_problem
 from orchestrator.errors import FailedPrecondition, FieldViolation, InvalidArgument
-from orchestrator.model import JsonObject, Task
+from orchestrator.model import Task
 from orchestrator.store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,10 @@ POLL_SECONDS = 1.0
 MAX_SLOTS = 1000
 MAX_TASK_TYPES = 256
 _CLAIM_BATCH = 100
+_REPORT_BATCH = 256
+# Reports read from a worker but not yet applied; past this the stream is
+# not read, and gRPC flow control slows the worker down.
+INBOX_SIZE = 1024
 _NAME = re.compile(r"^[\w .:@/-]{1,128}$")
 
 
@@ -60,45 +67,6 @@ class Drain:
 Outbound = Assign | Cancel | Reject | Drain | None
 
 
-@dataclass(frozen=True)
-class Progress:
-    task_id: str
-    fencing_token: int
-    percent: int
-    message: str
-
-
-@dataclass(frozen=True)
-class LogLine:
-    task_id: str
-    fencing_token: int
-    line: str
-
-
-@dataclass(frozen=True)
-class Complete:
-    task_id: str
-    fencing_token: int
-    output: JsonObject
-
-
-@dataclass(frozen=True)
-class Fail:
-    task_id: str
-    fencing_token: int
-    error: str
-    permanent: bool
-
-
-@dataclass(frozen=True)
-class Release:
-    task_id: str
-    fencing_token: int
-
-
-Report = Progress | LogLine | Complete | Fail | Release
-
-
 @dataclass
 class WorkerSession:
     id: str
@@ -115,10 +83,15 @@ class WorkerSession:
     claiming: bool = False
     # None closes the stream.
     outbound: asyncio.Queue[Outbound] = field(default_factory=asyncio.Queue)
+    # None: the worker closed its side.
+    inbox: asyncio.Queue[Report | None] = field(default_factory=lambda: asyncio.Queue(INBOX_SIZE))
 
     @property
     def free(self) -> int:
         return 0 if self.draining else self.slots - len(self.in_flight)
+
+    def holds(self, task_id: str, fencing_token: int) -> bool:
+        return self.in_flight.get(task_id) == fencing_token
 
 
 def _refill(session: WorkerSession, free: int) -> Refill:
@@ -145,10 +118,10 @@ def check_hello(name: str, task_types: Sequence[str], slots: int) -> None:
 
 class Dispatcher:
     def __init__(self, journal: Journal, rules: AttemptRules) -> None:
+        self._journal = journal
         self.attempts = Attempts(
             journal, rules, on_retry_at=self.wake_at, on_cancelled=self.cancel_assignment
         )
-        self._attempts = self.attempts
         self._sessions: dict[str, WorkerSession] = {}
         self._wake = asyncio.Event()
         self._draining = False
@@ -185,7 +158,8 @@ class Dispatcher:
             refill = _refill(session, session.free)
             session.claiming = True
             try:
-                claimed = await self._attempts.claim(refill)
+                async with self._journal.change() as tx:
+                    claimed = await self.attempts.claim(tx, refill)
             finally:
                 session.claiming = False
             await self._hand_out(session, claimed)
@@ -193,10 +167,11 @@ class Dispatcher:
                 self._wake.set()
 
     async def _hand_out(self, session: WorkerSession, claimed: list[Task]) -> None:
+        if not claimed:
+            return
         if session.id not in self._sessions:
-            # Gone while claiming: give its new tasks straight back.
-            for task in claimed:
-                await self._attempts.release(task.id, task.fencing_token, "worker gone")
+            # Gone while claiming: its new tasks go straight back.
+            await self.attempts.requeue_worker(session.id, "worker disconnected")
             return
         for task in claimed:
             session.in_flight[task.id] = task.fencing_token
@@ -232,65 +207,63 @@ class Dispatcher:
 
     async def unregister(self, session: WorkerSession) -> None:
         self._sessions.pop(session.id, None)
-        requeued = await self._attempts.requeue_worker(session.id, "worker disconnected")
+        requeued = await self.attempts.requeue_worker(session.id, "worker disconnected")
         log.info("worker disconnected", extra={"worker_id": session.id, "requeued": requeued})
         if requeued:
             self._wake.set()
 
-    async def heartbeat(self, session: WorkerSession) -> None:
-        await self._attempts.heartbeat(session.id)
+    async def serve(self, session: WorkerSession) -> None:
+        """Apply the worker's reports until it closes its side."""
+        while (first := await session.inbox.get()) is not None:
+            batch = [first]
+            closed = False
+            while len(batch) < _REPORT_BATCH and not session.inbox.empty():
+                report = session.inbox.get_nowait()
+                if report is None:
+                    closed = True
+                    break
+                batch.append(report)
+            await self._apply(session, batch)
+            if closed:
+                return
 
-    async def report(self, session: WorkerSession, report: Report) -> None:
-        """Apply a worker's report; one about an attempt that is no longer
-        current is answered with a rejection and recorded nowhere."""
-        attempts = self._attempts
-        # The slot a result frees is refilled in the result's transaction,
-        # unless the dispatch loop is claiming for this worker right now.
-        refill = None
-        if isinstance(report, Complete | Fail) and not session.claiming:
-            refill = _refill(session, session.free + 1)
+    async def _apply(self, session: WorkerSession, batch: list[Report]) -> None:
+        """One transaction for the batch. A report about an attempt that is no
+        longer current is answered with a rejection and recorded nowhere."""
+        # The dispatch loop may be claiming for this worker already.
+        refill_here = not session.claiming
+        if refill_here:
             session.claiming = True
+        refused: list[tuple[Report, str]] = []
         claimed: list[Task] = []
         try:
-            match report:
-                case Progress():
-                    await attempts.progress(
-                        report.task_id, report.fencing_token, report.percent, report.message
-                    )
-                case LogLine():
-                    await attempts.log_line(report.task_id, report.fencing_token, report.line)
-                case Complete():
-                    claimed = await attempts.complete(
-                        report.task_id, report.fencing_token, report.output, refill
-                    )
-                case Fail():
-                    claimed = await attempts.fail(
-                        report.task_id,
-                        report.fencing_token,
-                        report.error,
-                        report.permanent,
-                        refill,
-                    )
-                case Release():
-                    await attempts.release(
-                        report.task_id, report.fencing_token, "handed back by worker"
-                    )
-        except FailedPrecondition as refused:
-            self._free(session, report.task_id, report.fencing_token)
-            session.outbound.put_nowait(
-                Reject(report.task_id, report.fencing_token, refused.message)
-            )
-            return
+            async with self._journal.change() as tx:
+                for report in batch:
+                    try:
+                        await self.attempts.apply(tx, session.id, report)
+                    except FailedPrecondition as refusal:
+                        refused.append((report, refusal.message))
+                if refill_here:
+                    ending: list[AboutTask] = [r for r in batch if isinstance(r, FINISHING)]
+                    ending += [r for r, _ in refused if not isinstance(r, Heartbeat)]
+                    freed = {r.task_id for r in ending if session.holds(r.task_id, r.fencing_token)}
+                    free = session.slots - len(session.in_flight.keys() - freed)
+                    claimed = await self.attempts.claim(tx, _refill(session, free))
         finally:
-            if refill is not None:
+            if refill_here:
                 session.claiming = False
-        if isinstance(report, Complete | Fail | Release):
+        for report in batch:
+            if isinstance(report, FINISHING):
+                self._free(session, report.task_id, report.fencing_token)
+        for report, reason in refused:
+            assert not isinstance(report, Heartbeat)
             self._free(session, report.task_id, report.fencing_token)
+            session.outbound.put_nowait(Reject(report.task_id, report.fencing_token, reason))
         await self._hand_out(session, claimed)
 
     def _free(self, session: WorkerSession, task_id: str, fencing_token: int) -> None:
         """The slot is free again; the dispatch loop may fill it."""
-        if session.in_flight.get(task_id) == fencing_token:
+        if session.holds(task_id, fencing_token):
             del session.in_flight[task_id]
             self._wake.set()
 
@@ -298,7 +271,7 @@ class Dispatcher:
         """Tell the worker holding `task` to stop it (if it is connected here);
         its slot is free from now on."""
         session = self._sessions.get(task.worker_id or "")
-        if session is None or session.in_flight.get(task.id) != task.fencing_token:
+        if session is None or not session.holds(task.id, task.fencing_token):
             return
         self._free(session, task.id, task.fencing_token)
         session.outbound.put_nowait(Cancel(task.id, task.fencing_token, reason))

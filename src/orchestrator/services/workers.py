@@ -14,17 +14,20 @@ from orchestrator.auth import identity
 from orchestrator.engine.dispatch import (
     Assign,
     Cancel,
-    Complete,
     Dispatcher,
     Drain,
-    Fail,
-    LogLine,
     Outbound,
-    Progress,
     Reject,
+    WorkerSession,
+)
+from orchestrator.engine.reports import (
+    Complete,
+    Fail,
+    Heartbeat,
+    LogLine,
+    Progress,
     Release,
     Report,
-    WorkerSession,
 )
 from orchestrator.errors import InvalidArgument
 from orchestrator.proto import workers_pb2, workers_pb2_grpc
@@ -38,6 +41,8 @@ HELLO_TIMEOUT_SECONDS = 30.0
 
 def _report(message: workers_pb2.WorkerMessage) -> Report | None:
     match message.WhichOneof("kind"):
+        case "heartbeat":
+            return Heartbeat()
         case "progress":
             p = message.progress
             return Progress(p.task_id, p.fencing_token, p.percent, p.message)
@@ -114,6 +119,7 @@ class WorkerService(workers_pb2_grpc.WorkerServiceServicer):
         reader = asyncio.create_task(
             self._read(session, request_iterator), name=f"worker-reader-{session.id}"
         )
+        applier = asyncio.create_task(self._apply(session), name=f"worker-reports-{session.id}")
         try:
             yield workers_pb2.ServerMessage(
                 welcome=workers_pb2.Welcome(
@@ -125,9 +131,10 @@ class WorkerService(workers_pb2_grpc.WorkerServiceServicer):
             while (item := await session.outbound.get()) is not None:
                 yield _outbound(item)
         finally:
-            reader.cancel()
+            for task in (reader, applier):
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await reader
+                await asyncio.gather(reader, applier)
             # Shielded: the tasks must go back to the queue even if this call
             # is being cancelled (the worker vanished).
             await asyncio.shield(self._dispatcher.unregister(session))
@@ -135,16 +142,22 @@ class WorkerService(workers_pb2_grpc.WorkerServiceServicer):
     async def _read(
         self, session: WorkerSession, messages: AsyncIterator[workers_pb2.WorkerMessage]
     ) -> None:
+        """Worker messages into the session's inbox; None once the worker is done."""
         try:
             async for message in messages:
-                if message.WhichOneof("kind") == "heartbeat":
-                    await self._dispatcher.heartbeat(session)
-                elif (report := _report(message)) is not None:
-                    await self._dispatcher.report(session, report)
+                if (report := _report(message)) is not None:
+                    await session.inbox.put(report)
         except aio.AioRpcError:
-            pass
+            pass  # the worker went away
         except Exception:
             log.exception("worker stream failed", extra={"worker_id": session.id})
+        await session.inbox.put(None)
+
+    async def _apply(self, session: WorkerSession) -> None:
+        try:
+            await self._dispatcher.serve(session)
+        except Exception:
+            log.exception("worker reports failed", extra={"worker_id": session.id})
         finally:
             session.outbound.put_nowait(None)
 
