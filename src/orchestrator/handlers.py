@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
 else:  # the runtime class is not generic
     Handler = grpc.RpcMethodHandler
-Around = Callable[[aio.ServicerContext[Any, Any]], AbstractAsyncContextManager[None]]
+# Given the call's context and its request (an iterator for client streams).
+Around = Callable[[aio.ServicerContext[Any, Any], Any], AbstractAsyncContextManager[None]]
 
 _FACTORIES = {
     (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
@@ -46,14 +47,14 @@ def _wrap_behavior(behavior: Any, around: Around) -> Any:
         async def stream(
             request: Any, context: aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            async with around(context):
+            async with around(context, request):
                 async for item in behavior(request, context):
                     yield item
 
         return stream
 
     async def call(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-        async with around(context):
+        async with around(context, request):
             return await behavior(request, context)
 
     return call

@@ -61,6 +61,10 @@ SERVER_OPTIONS = [
     # A second server on a taken port must fail, not share it.
     ("grpc.so_reuseport", 0),
     ("grpc.max_concurrent_streams", 1000),
+    # Over gRPC's 8 KiB soft limit, headers are refused at random before the
+    # gate sees them; an oversized token must get the gate's clear answer.
+    ("grpc.max_metadata_size", 32 * 1024),
+    ("grpc.absolute_max_metadata_size", 64 * 1024),
     # Ping idle clients so a vanished worker is noticed, and refuse clients
     # that ping more often than every 10 s.
     ("grpc.keepalive_time_ms", 30_000),
@@ -122,6 +126,7 @@ class Server:
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(accounts), server)
         engine = Engine(database, settings)
         self._engine = engine
+        accounts.on_revoked = engine.dispatcher.end_revoked
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(
             TaskService(engine.tasks, self._shutdown, settings.default_max_attempts), server
         )

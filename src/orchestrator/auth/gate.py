@@ -70,7 +70,7 @@ class AuthGate(aio.ServerInterceptor):
         if handler is None or is_open(method):
             return handler
         metadata = handler_call_details.invocation_metadata
-        return handlers.wrap(handler, lambda _context: self._admit(method, metadata))
+        return handlers.wrap(handler, lambda _context, _request: self._admit(method, metadata))
 
     @contextlib.asynccontextmanager
     async def _admit(self, method: str, metadata: Any) -> AsyncIterator[None]:

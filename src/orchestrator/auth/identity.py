@@ -17,12 +17,33 @@ class Identity:
     # The login session (refresh-token family), for "session" credentials.
     session_id: str | None = None
     credential: Literal["session", "api_token"] = "session"
-    # For API tokens: "worker" or "api".
+    # For API tokens: "worker" or "api", and which token.
     scope: str | None = None
+    token_id: str | None = None
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    def revoked_by(self, revocation: Revocation) -> bool:
+        """Whether this credential stops working because of `revocation`."""
+        return (
+            revocation.user_id == self.user_id
+            or (revocation.sessions_of == self.user_id and self.credential == "session")
+            or (revocation.session_id is not None and revocation.session_id == self.session_id)
+            or (revocation.token_id is not None and revocation.token_id == self.token_id)
+        )
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """Credentials that just stopped working: all of a user's, a user's login
+    sessions, one login session, or one API token."""
+
+    user_id: str | None = None
+    sessions_of: str | None = None
+    session_id: str | None = None
+    token_id: str | None = None
 
 
 _current: contextvars.ContextVar[Identity | None] = contextvars.ContextVar(

@@ -74,6 +74,9 @@ async def follow_task(events: TaskStream, title: str, label: str) -> None:
                 progress.update(bar, completed=100, description=f"{label}: succeeded")
             elif (line := _task_line(event)) is not None:
                 progress.console.print(line)
+            if event.type in (TaskEventType.FAILED, TaskEventType.CANCELLED):
+                # The line above says it all; a bar stuck short of 100% would not.
+                progress.update(bar, visible=False)
 
 
 class RunBoard:

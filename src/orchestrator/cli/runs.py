@@ -89,11 +89,14 @@ async def _follow(
     if output is OutputFormat.JSON:
         render.json_document(final)
     else:
-        _summary(final)
+        _summary(final, list(board.rows))
     return DONE if final.status is RunStatus.SUCCEEDED else FAILED
 
 
-def _summary(run: WorkflowRun) -> None:
+def _summary(run: WorkflowRun, order: list[str] | None = None) -> None:
+    """The run's outcome, its nodes in `order` (the definition's) if given."""
+    rank = {node_id: index for index, node_id in enumerate(order or ())}
+    nodes = sorted(run.nodes, key=lambda n: rank.get(n.node_id, len(rank)))
     line = Text(f"run {run.id} ")
     line.append(run.status.value.lower(), style=render.STATUS_STYLES.get(run.status.value, ""))
     line.append(f" in {render.took(run.created_at, run.finished_at)}")
@@ -109,7 +112,7 @@ def _summary(run: WorkflowRun) -> None:
                 n.error
                 or (json.dumps(n.output, ensure_ascii=False) if n.output is not None else ""),
             )
-            for n in run.nodes
+            for n in nodes
         ),
         empty="no nodes ran",
     )

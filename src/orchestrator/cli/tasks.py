@@ -243,7 +243,10 @@ def show(task: Task, output: OutputFormat) -> None:
             ("title", task.title),
             ("status", render.status(task.status)),
             ("attempt", f"{task.attempt} of {task.max_attempts}"),
-            ("progress", f"{task.progress}% {task.progress_message}".strip()),
+            (
+                "progress",
+                f"{task.progress}% {task.progress_message}".strip() if task.progress else "",
+            ),
             ("error", task.error),
             ("labels", ", ".join(f"{k}={v}" for k, v in task.labels.items())),
             ("worker", task.worker_id),

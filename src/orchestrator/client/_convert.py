@@ -60,7 +60,18 @@ def _struct(message: Message, field: str) -> dict[str, Any] | None:
     if not message.HasField(field):
         return None
     value: struct_pb2.Struct = getattr(message, field)
-    return to_dict(value)
+    ordered: dict[str, Any] = _sorted(to_dict(value))
+    return ordered
+
+
+def _sorted(value: Any) -> Any:
+    """Keys in order: a Struct keeps none, and a stable one reads better
+    than a different one each time."""
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(item) for item in value]
+    return value
 
 
 def struct(value: Mapping[str, Any] | None, where: str) -> struct_pb2.Struct:

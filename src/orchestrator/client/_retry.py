@@ -33,7 +33,6 @@ class RetryPolicy:
         return Attempts(self)
 
 
-NO_RETRY = RetryPolicy(give_up_after=0)
 # Streams ride out a server restart: a longer wait is worth it than for one call.
 STREAMS = RetryPolicy(give_up_after=60.0)
 

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -14,7 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.auth import passwords
-from orchestrator.auth.identity import Identity
+from orchestrator.auth.identity import Identity, Revocation
 from orchestrator.auth.tokens import JwtManager, new_refresh_token
 from orchestrator.engine import pages
 from orchestrator.engine.api_tokens import ApiTokens, is_api_token
@@ -83,9 +84,16 @@ class Accounts:
     ) -> None:
         self._db = database
         self._throttle = throttle
-        # session id -> (user id, role, valid until): see authenticate().
+        # Open streams (workers) using a credential that stops working are
+        # told at once; the server points this at the dispatcher.
+        self.on_revoked: Callable[[Revocation], None] = lambda _revocation: None
+        # session id -> (user id, role, valid until): see authenticate(). Only
+        # on SQLite, where this is the one replica and so sees every change;
+        # replicas sharing PostgreSQL ask the database every time.
+        self._cache_live = database.dialect == "sqlite"
         self._live: dict[str, tuple[str, str, float]] = {}
-        self.api_tokens = ApiTokens(database)
+        self._generation = 0
+        self.api_tokens = ApiTokens(database, lambda revocation: self.on_revoked(revocation))
         self._jwt = jwt
         self._refresh_ttl = timedelta(seconds=refresh_ttl_seconds)
 
@@ -129,7 +137,7 @@ class Accounts:
                 extra={"user_id": session.user_id},
             )
             await session_store.revoke_family(conn, session.family_id)
-            self._forget_after_commit(conn, session_id=session.family_id)
+            self._forget_after_commit(conn, Revocation(session_id=session.family_id))
         return None
 
     async def logout(self, identity: Identity, refresh_token: str) -> None:
@@ -139,28 +147,30 @@ class Accounts:
                 if session is None or session.user_id != identity.user_id:
                     raise Unauthenticated()
                 await session_store.revoke_family(conn, session.family_id)
-                self._forget_after_commit(conn, session_id=session.family_id)
+                self._forget_after_commit(conn, Revocation(session_id=session.family_id))
             elif identity.session_id:
                 await session_store.revoke_family(conn, identity.session_id)
-                self._forget_after_commit(conn, session_id=identity.session_id)
+                self._forget_after_commit(conn, Revocation(session_id=identity.session_id))
 
     async def authenticate(self, token: str) -> Identity:
         if is_api_token(token):
             return await self.api_tokens.authenticate(token)
         claims = self._jwt.verify(token)
         # A signature is not enough: logout, a revoked session or a disabled
-        # user must stop the token at once, not when it expires. The answer is
-        # kept for a moment (a read per call is most of a call's cost); what
-        # changes it here clears it, another replica's change shows within
-        # _LIVE_SECONDS.
+        # user must stop the token at once, not when it expires. On SQLite the
+        # answer is kept for a moment (a read per call is much of a call's
+        # cost), and what changes it clears it on commit.
         now = time.monotonic()
         cached = self._live.get(claims.session_id)
         if cached and cached[0] == claims.user_id and cached[2] > now:
             role: str | None = cached[1]
         else:
+            generation = self._generation
             async with self._db.read() as conn:
                 role = await session_store.live_role(conn, claims.user_id, claims.session_id)
-            if role is not None:
+            # Not kept if a revocation committed while reading: the read may
+            # predate it.
+            if role is not None and self._cache_live and generation == self._generation:
                 if len(self._live) >= _MAX_LIVE:
                     self._live.clear()
                 self._live[claims.session_id] = (claims.user_id, role, now + _LIVE_SECONDS)
@@ -169,18 +179,21 @@ class Accounts:
             raise Unauthenticated()
         return Identity(user_id=claims.user_id, role=role, session_id=claims.session_id)
 
-    def _forget_after_commit(
-        self, conn: AsyncConnection, *, session_id: str | None = None, user_id: str | None = None
-    ) -> None:
+    def _forget_after_commit(self, conn: AsyncConnection, revocation: Revocation) -> None:
         """Forget once the revocation is committed: a call checked in between
         would otherwise read (and keep) the state from before it."""
 
         def forget(_session: object) -> None:
-            self._forget(session_id=session_id, user_id=user_id)
+            self._forget(
+                session_id=revocation.session_id,
+                user_id=revocation.user_id or revocation.sessions_of,
+            )
+            self.on_revoked(revocation)
 
         event.listen(conn.sync_connection, "commit", forget, once=True)
 
     def _forget(self, *, session_id: str | None = None, user_id: str | None = None) -> None:
+        self._generation += 1
         if session_id is not None:
             self._live.pop(session_id, None)
         if user_id is not None:
@@ -216,7 +229,7 @@ class Accounts:
             await user_store.set_disabled(conn, user_id, disabled)
             if disabled:
                 await session_store.revoke_user(conn, user_id)
-                self._forget_after_commit(conn, user_id=user_id)
+                self._forget_after_commit(conn, Revocation(user_id=user_id))
         return await self.get_user(user_id)
 
     async def reset_password(self, user_id: str, password: str) -> User:
@@ -228,7 +241,7 @@ class Accounts:
             await user_store.set_password(conn, user_id, password_hash)
             # Whoever knew the old password must not keep a session.
             await session_store.revoke_user(conn, user_id)
-            self._forget_after_commit(conn, user_id=user_id)
+            self._forget_after_commit(conn, Revocation(sessions_of=user_id))
         return await self.get_user(user_id)
 
     async def get_user_by_name(self, username: str) -> User:

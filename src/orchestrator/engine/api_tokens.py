@@ -6,9 +6,10 @@ import hashlib
 import re
 import secrets
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
-from orchestrator.auth.identity import Identity
+from orchestrator.auth.identity import Identity, Revocation
 from orchestrator.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated
 from orchestrator.store import Database
 from orchestrator.store import api_tokens as token_store
@@ -20,6 +21,7 @@ PREFIX = "orch_"
 SCOPES = ("worker", "api")
 _NAME = re.compile(r"^[\w .:@/-]{1,128}$")
 _SHOWN_PREFIX = 12
+MAX_LIFETIME_SECONDS = 10 * 366 * 24 * 3600
 
 
 def is_api_token(token: str) -> bool:
@@ -31,8 +33,9 @@ def _digest(token: str) -> str:
 
 
 class ApiTokens:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, on_revoked: Callable[[Revocation], None]) -> None:
         self._db = database
+        self._on_revoked = on_revoked
 
     async def create(
         self, caller: Identity, name: str, scope: str, expires_in_seconds: int
@@ -43,8 +46,12 @@ class ApiTokens:
             problems.append(FieldViolation("name", "1-128 letters, digits, spaces or _.:@/-"))
         if scope not in SCOPES:
             problems.append(FieldViolation("scope", "must be 'worker' or 'api'"))
-        if expires_in_seconds < 0:
-            problems.append(FieldViolation("expires_in_seconds", "must not be negative"))
+        if not 0 <= expires_in_seconds <= MAX_LIFETIME_SECONDS:
+            problems.append(
+                FieldViolation(
+                    "expires_in_seconds", f"must be in [0, {MAX_LIFETIME_SECONDS}] (0: no expiry)"
+                )
+            )
         if problems:
             raise InvalidArgument(violations=problems)
         secret = PREFIX + secrets.token_urlsafe(32)
@@ -76,6 +83,7 @@ class ApiTokens:
             await token_store.revoke(conn, token_id)
             revoked = await token_store.by_id(conn, token_id)
         assert revoked is not None
+        self._on_revoked(Revocation(token_id=token_id))
         return revoked
 
     async def authenticate(self, secret: str) -> Identity:
@@ -94,4 +102,5 @@ class ApiTokens:
             role=found.role,
             credential="api_token",
             scope=found.token.scope,
+            token_id=found.token.id,
         )

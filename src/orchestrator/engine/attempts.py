@@ -107,23 +107,25 @@ class Attempts:
                 await task_store.extend_leases(tx.conn, worker_id, self._lease(tx.now))
             case Progress(task_id, fencing, percent, message):
                 values = {"progress": max(0, min(100, percent)), "progress_message": message}
-                task = await self._current(tx, task_id, fencing, values)
+                task = await self._current(tx, task_id, fencing, values, worker_id)
                 tx.record(task, TaskEventType.PROGRESS, message=message)
             case LogLine(task_id, fencing, line):
-                task = await self._current(tx, task_id, fencing, {})
+                task = await self._current(tx, task_id, fencing, {}, worker_id)
                 tx.record(task, TaskEventType.LOG, message=line)
             case Complete(task_id, fencing, output):
-                await self._complete(tx, task_id, fencing, output)
+                await self._complete(tx, worker_id, task_id, fencing, output)
             case Fail(task_id, fencing, error, permanent):
-                current = await self._held(tx, task_id, fencing)
+                current = await self._held(tx, worker_id, task_id, fencing)
                 await self._fail(tx, current, error or "failed", permanent=permanent)
             case Release(task_id, fencing):
-                current = await self._held(tx, task_id, fencing)
+                current = await self._held(tx, worker_id, task_id, fencing)
                 await self._requeue(tx, current, "handed back by worker")
 
-    async def _complete(self, tx: Changes, task_id: str, fencing: int, output: JsonObject) -> None:
+    async def _complete(
+        self, tx: Changes, worker_id: str, task_id: str, fencing: int, output: JsonObject
+    ) -> None:
         if problem := payload_problem(output, self._rules.max_payload_bytes):
-            current = await self._held(tx, task_id, fencing)
+            current = await self._held(tx, worker_id, task_id, fencing)
             await self._fail(tx, current, f"output {problem}", permanent=True)
             return
         task = await self._current(
@@ -139,12 +141,20 @@ class Attempts:
                 "lease_expires_at": None,
                 "deadline_at": None,
             },
+            worker_id,
         )
         tx.record(task, TaskEventType.SUCCEEDED, output=output)
 
-    async def _held(self, tx: Changes, task_id: str, fencing: int) -> Task:
+    async def _held(self, tx: Changes, worker_id: str, task_id: str, fencing: int) -> Task:
+        """The running attempt this worker holds; a report about any other
+        (stale, or not this worker's: a forged report) is refused."""
         current = await task_store.get(tx.conn, task_id)
-        if current is None or current.fencing_token != fencing:
+        if (
+            current is None
+            or current.fencing_token != fencing
+            or current.worker_id != worker_id
+            or current.status is not TaskStatus.RUNNING
+        ):
             raise FailedPrecondition(STALE.format(fencing=fencing, task_id=task_id))
         return current
 
@@ -215,14 +225,22 @@ class Attempts:
         return len(overdue)
 
     async def _current(
-        self, tx: Changes, task_id: str, fencing: int, values: dict[str, object]
+        self,
+        tx: Changes,
+        task_id: str,
+        fencing: int,
+        values: dict[str, object],
+        worker_id: str | None = None,
     ) -> Task:
+        """Change the running attempt `fencing` of the task (held by
+        `worker_id`, when given), or refuse."""
         task = await task_store.change(
             tx.conn,
             task_id,
             {**values, "updated_at": tx.now},
             statuses={TaskStatus.RUNNING},
             fencing_token=fencing,
+            worker_id=worker_id,
         )
         if task is None:
             raise FailedPrecondition(STALE.format(fencing=fencing, task_id=task_id))

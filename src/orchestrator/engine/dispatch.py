@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from orchestrator.auth.identity import Identity
+from orchestrator.auth.identity import Identity, Revocation
 from orchestrator.engine.attempts import AttemptRules, Attempts, Refill
 from orchestrator.engine.journal import Journal
 from orchestrator.engine.reports import FINISHING, AboutTask, Heartbeat, Report
@@ -64,14 +64,19 @@ class Drain:
     reason: str
 
 
-Outbound = Assign | Cancel | Reject | Drain | None
+@dataclass(frozen=True)
+class Revoked:
+    """The worker's credential stopped working: its stream ends."""
+
+
+Outbound = Assign | Cancel | Reject | Drain | Revoked | None
 
 
 @dataclass
 class WorkerSession:
     id: str
     name: str
-    user_id: str
+    identity: Identity
     # None: may run anyone's tasks (an admin's worker).
     owner_filter: str | None
     task_types: tuple[str, ...]
@@ -186,7 +191,7 @@ class Dispatcher:
         session = WorkerSession(
             id=str(uuid.uuid4()),
             name=name,
-            user_id=caller.user_id,
+            identity=caller,
             owner_filter=None if caller.is_admin else caller.user_id,
             task_types=tuple(dict.fromkeys(task_types)),
             slots=slots,
@@ -275,6 +280,14 @@ class Dispatcher:
             return
         self._free(session, task.id, task.fencing_token)
         session.outbound.put_nowait(Cancel(task.id, task.fencing_token, reason))
+
+    def end_revoked(self, revocation: Revocation) -> None:
+        """End the streams of workers whose credential was just revoked; their
+        tasks go back to the queue as they disconnect."""
+        for session in self._sessions.values():
+            if session.identity.revoked_by(revocation):
+                session.draining = True
+                session.outbound.put_nowait(Revoked())
 
     def drain(self, reason: str) -> None:
         """Stop handing out work and ask every worker to finish up."""

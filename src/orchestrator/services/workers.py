@@ -18,6 +18,7 @@ from orchestrator.engine.dispatch import (
     Drain,
     Outbound,
     Reject,
+    Revoked,
     WorkerSession,
 )
 from orchestrator.engine.reports import (
@@ -29,7 +30,7 @@ from orchestrator.engine.reports import (
     Release,
     Report,
 )
-from orchestrator.errors import InvalidArgument
+from orchestrator.errors import InvalidArgument, Unauthenticated
 from orchestrator.proto import workers_pb2, workers_pb2_grpc
 from orchestrator.services.convert import from_struct, struct, timestamp
 
@@ -93,6 +94,8 @@ def _outbound(item: Outbound) -> workers_pb2.ServerMessage:
             )
         case Drain(reason):
             return workers_pb2.ServerMessage(drain=workers_pb2.Drain(reason=reason))
+        case Revoked():
+            raise Unauthenticated("credentials revoked: connect again with a valid token")
     raise AssertionError(f"unexpected outbound item {item!r}")
 
 
@@ -174,9 +177,9 @@ class WorkerService(workers_pb2_grpc.WorkerServiceServicer):
                     slots=s.slots,
                     busy_slots=len(s.in_flight),
                     connected_at=timestamp(s.connected_at),
-                    owner_id=s.user_id,
+                    owner_id=s.identity.user_id,
                 )
                 for s in self._dispatcher.sessions
-                if caller.is_admin or s.user_id == caller.user_id
+                if caller.is_admin or s.identity.user_id == caller.user_id
             ]
         )

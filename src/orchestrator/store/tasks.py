@@ -186,9 +186,11 @@ async def change(
     *,
     statuses: Collection[TaskStatus] | None = None,
     fencing_token: int | None = None,
+    worker_id: str | None = None,
 ) -> Task | None:
     """Apply `values` if the task is in one of `statuses` (and at this
-    fencing token); bumps the sequence. None when the condition fails."""
+    fencing token, held by this worker); bumps the sequence. None when the
+    condition fails."""
     if "priority" in values:
         values = {**values, "dispatch_rank": -values["priority"]}
     conditions = [tasks.c.id == task_id]
@@ -196,6 +198,8 @@ async def change(
         conditions.append(tasks.c.status.in_([s.value for s in statuses]))
     if fencing_token is not None:
         conditions.append(tasks.c.fencing_token == fencing_token)
+    if worker_id is not None:
+        conditions.append(tasks.c.worker_id == worker_id)
     statement = (
         update(tasks)
         .where(*conditions)
