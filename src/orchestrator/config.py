@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import socket
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, FilePath, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orchestrator.auth.passwords import password_problem, username_problem
 
 # Known to everyone who reads this file: fine on a laptop, refused in production.
 DEFAULT_JWT_SECRET = "orchestrator-dev-secret-change-me"
@@ -15,6 +19,16 @@ DEFAULT_JWT_SECRET = "orchestrator-dev-secret-change-me"
 
 class ConfigError(Exception):
     """A configuration value is missing or malformed; start-up must stop."""
+
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+# Named in errors, never shown.
+_SECRETS = frozenset({"JWT_SECRET", "ORCHESTRATOR_ADMIN_PASSWORD"})
 
 
 def _env(name: str) -> Any:
@@ -88,6 +102,24 @@ class Settings(BaseSettings):
             raise ValueError("expected sqlite:PATH, sqlite::memory: or postgresql://...")
         return value
 
+    @field_validator("host")
+    @classmethod
+    def _bindable(cls, value: str) -> str:
+        literal = value.removeprefix("[").removesuffix("]")
+        try:
+            ipaddress.ip_address(literal)
+        except ValueError:
+            if not _HOSTNAME.match(value):
+                raise ValueError("expected an IP address or a host name") from None
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("must not be empty")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -121,8 +153,10 @@ def load_settings() -> Settings:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else ""
         variable = _variable(field) if field in Settings.model_fields else field
-        value = os.environ.get(variable, "")
         reason = first["msg"].removeprefix("Value error, ")
+        if variable in _SECRETS:
+            raise ConfigError(f"invalid {variable}: {reason}") from None
+        value = os.environ.get(variable, "")
         raise ConfigError(f"invalid {variable}={value!r}: {reason}") from None
     if settings.env == "production" and settings.uses_default_jwt_secret:
         raise ConfigError("JWT_SECRET must be set when ORCHESTRATOR_ENV=production")
@@ -142,4 +176,14 @@ def load_settings() -> Settings:
         raise ConfigError(
             "ORCHESTRATOR_ADMIN_USERNAME and ORCHESTRATOR_ADMIN_PASSWORD must be set together"
         )
+    if settings.admin_username is not None and (
+        problem := username_problem(settings.admin_username)
+    ):
+        raise ConfigError(
+            f"invalid ORCHESTRATOR_ADMIN_USERNAME={settings.admin_username!r}: {problem}"
+        )
+    if settings.admin_password is not None and (
+        problem := password_problem(settings.admin_password.get_secret_value())
+    ):
+        raise ConfigError(f"invalid ORCHESTRATOR_ADMIN_PASSWORD: {problem}")
     return settings

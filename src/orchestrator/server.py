@@ -35,7 +35,7 @@ from orchestrator.proto import (
 )
 from orchestrator.services.auth import AuthService
 from orchestrator.services.errors import ErrorInterceptor
-from orchestrator.services.health import HealthService
+from orchestrator.services.health import HealthService, StandardHealth
 from orchestrator.services.shutdown import Shutdown
 from orchestrator.services.tasks import TaskService
 from orchestrator.services.workers import WorkerService
@@ -86,7 +86,7 @@ class Server:
         self._grpc: aio.Server | None = None
         self._health: HealthService | None = None
         self._engine: Engine | None = None
-        self._grpc_health = grpc_health.aio.HealthServicer()
+        self._grpc_health: StandardHealth | None = None
 
     async def start(self) -> int:
         settings = self.settings
@@ -137,6 +137,7 @@ class Server:
             WorkerService(engine.dispatcher, settings.heartbeat_seconds, settings.lease_seconds),
             server,
         )
+        self._grpc_health = StandardHealth(self._health, self._shutdown, SERVICE_NAMES)
         grpc_health_pb2_grpc.add_HealthServicer_to_server(self._grpc_health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, grpc_health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -166,7 +167,8 @@ class Server:
         grace = self.settings.shutdown_grace_seconds
         if self._health is not None:
             self._health.set_not_serving()
-        await self._grpc_health.enter_graceful_shutdown()
+        if self._grpc_health is not None:
+            await self._grpc_health.enter_graceful_shutdown()
         log.info("shutdown: health NOT_SERVING")
         if self._grpc is not None:
             stopping = asyncio.create_task(self._grpc.stop(grace), name="grpc-stop")

@@ -13,16 +13,28 @@ from grpc_status import rpc_status
 
 from orchestrator.errors import BY_CODE, FieldViolation, InvalidArgument, OrchestratorError
 
+# Status and details travel in trailers, which have a size limit: a request
+# with thousands of problems still gets its INVALID_ARGUMENT, with the first.
+MAX_VIOLATIONS = 100
+MAX_MESSAGE = 1000
+
 
 def to_status(error: OrchestratorError) -> grpc.Status:
-    proto = status_pb2.Status(code=error.grpc_code.value[0], message=error.message)
+    message = error.message
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 1] + "…"
+    proto = status_pb2.Status(code=error.grpc_code.value[0], message=message)
     if isinstance(error, InvalidArgument) and error.violations:
+        shown = list(error.violations[:MAX_VIOLATIONS])
+        if len(error.violations) > MAX_VIOLATIONS:
+            rest = len(error.violations) - MAX_VIOLATIONS
+            shown.append(FieldViolation("", f"… and {rest} more problems"))
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
+                    field=v.field, description=v.description[:MAX_MESSAGE]
                 )
-                for v in error.violations
+                for v in shown
             ]
         )
         proto.details.add().Pack(bad_request)

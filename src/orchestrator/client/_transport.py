@@ -132,33 +132,30 @@ class Transport:
         attempts = self.retry.start()
         renewed = False
         while True:
-            token = await self.bearer() if authenticated else None
+            token: str | None = None
             stubs = self._stubs
             try:
+                token = await self.bearer() if authenticated else None
                 return await pick(stubs)(
                     request,
                     metadata=auth_metadata(token) if token else (),
                     timeout=self.timeout,
                 )
             except aio.AioRpcError as exc:
-                code = exc.code()
-                if code == grpc.StatusCode.UNAUTHENTICATED and not renewed:
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and not renewed:
                     renewed = await self.renew(token)
                     if renewed:
                         continue
-                if code == grpc.StatusCode.UNAVAILABLE:
-                    self.reconnect(stubs)
-                    if idempotent and (delay := attempts.next_delay()) is not None:
-                        log.info(
-                            "%s unavailable (%s); retrying in %.2fs",
-                            self.url,
-                            exc.details(),
-                            delay,
-                            extra={"attempt": attempts.failures},
-                        )
-                        await asyncio.sleep(delay)
-                        continue
-                raise self.error(exc) from None
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise self.error(exc) from None
+                self.reconnect(stubs)
+                failure = self.error(exc)
+            except Unavailable as exc:  # the refresh before the call found no server
+                failure = exc
+            if not idempotent or (delay := attempts.next_delay()) is None:
+                raise failure
+            log.info("%s; retrying in %.2fs", failure.message, delay)
+            await asyncio.sleep(delay)
 
     def error(self, exc: aio.AioRpcError) -> OrchestratorError:
         """The domain error a failed call stands for, saying where when the

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +34,6 @@ from orchestrator.store.users import User
 log = logging.getLogger(__name__)
 
 ROLES = ("admin", "member")
-USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{2,63}$")
 BAD_LOGIN = "invalid username or password"
 # Two refreshes of one token this close together are a client racing itself,
 # not a stolen token: the loser is refused, the family is left alone.
@@ -59,13 +56,8 @@ def _digest(refresh_token: str) -> str:
 
 def check_new_user(username: str, password: str, role: str) -> None:
     problems = []
-    if not USERNAME.match(username):
-        problems.append(
-            FieldViolation(
-                "username",
-                "3 to 64 letters, digits or _.@- , starting with a letter or digit",
-            )
-        )
+    if reason := passwords.username_problem(username):
+        problems.append(FieldViolation("username", reason))
     if reason := passwords.password_problem(password):
         problems.append(FieldViolation("password", reason))
     if role not in ROLES:
@@ -103,8 +95,8 @@ class Accounts:
             user = await user_store.by_username(conn, username)
         # Same work and same answer for an unknown user, a disabled one and a
         # wrong password: nothing tells them apart.
-        valid = await asyncio.to_thread(
-            passwords.verify_password, user.password_hash if user else None, password
+        valid = await passwords.verify_password_async(
+            user.password_hash if user else None, password
         )
         if user is None or not valid or user.disabled:
             self._throttle.failed(username, peer)
@@ -202,7 +194,7 @@ class Accounts:
 
     async def create_user(self, username: str, password: str, role: str) -> User:
         check_new_user(username, password, role)
-        password_hash = await asyncio.to_thread(passwords.hash_password, password)
+        password_hash = await passwords.hash_password_async(password)
         async with self._db.write() as conn:
             return await user_store.create(conn, username, password_hash, role)
 
@@ -236,7 +228,7 @@ class Accounts:
         if problem := passwords.password_problem(password):
             raise InvalidArgument.field("new_password", problem)
         await self.get_user(user_id)
-        password_hash = await asyncio.to_thread(passwords.hash_password, password)
+        password_hash = await passwords.hash_password_async(password)
         async with self._db.write() as conn:
             await user_store.set_password(conn, user_id, password_hash)
             # Whoever knew the old password must not keep a session.
@@ -254,7 +246,7 @@ class Accounts:
     async def ensure_admin(self, username: str, password: str) -> None:
         """Make sure the bootstrap admin exists, with this password and role."""
         check_new_user(username, password, "admin")
-        password_hash = await asyncio.to_thread(passwords.hash_password, password)
+        password_hash = await passwords.hash_password_async(password)
         async with self._db.write() as conn:
             user = await user_store.by_username(conn, username)
             if user is None:

@@ -22,6 +22,8 @@ SCOPES = ("worker", "api")
 _NAME = re.compile(r"^[\w .:@/-]{1,128}$")
 _SHOWN_PREFIX = 12
 MAX_LIFETIME_SECONDS = 10 * 366 * 24 * 3600
+# last_used_at is for people reading a list: a write per call is not worth it.
+_TOUCH_EVERY = timedelta(minutes=1)
 
 
 def is_api_token(token: str) -> bool:
@@ -97,6 +99,10 @@ class ApiTokens:
             or (found.token.expires_at is not None and found.token.expires_at <= now)
         ):
             raise Unauthenticated()
+        last_used = found.token.last_used_at
+        if last_used is None or now - last_used > _TOUCH_EVERY:
+            async with self._db.write() as conn:
+                await token_store.touch(conn, found.token.id, now)
         return Identity(
             user_id=found.token.owner_id,
             role=found.role,

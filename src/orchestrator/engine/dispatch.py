@@ -21,7 +21,7 @@ from datetime import datetime
 from orchestrator.auth.identity import Identity, Revocation
 from orchestrator.engine.attempts import AttemptRules, Attempts, Refill
 from orchestrator.engine.journal import Journal
-from orchestrator.engine.reports import FINISHING, AboutTask, Heartbeat, Report
+from orchestrator.engine.reports import FINISHING, AboutTask, Heartbeat, Release, Report
 from orchestrator.engine.validation import type_problem
 from orchestrator.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from orchestrator.model import Task
@@ -235,6 +235,9 @@ class Dispatcher:
     async def _apply(self, session: WorkerSession, batch: list[Report]) -> None:
         """One transaction for the batch. A report about an attempt that is no
         longer current is answered with a rejection and recorded nowhere."""
+        if any(isinstance(report, Release) for report in batch):
+            # Workers hand work back only when they are stopping.
+            session.draining = True
         # The dispatch loop may be claiming for this worker already.
         refill_here = not session.claiming
         if refill_here:

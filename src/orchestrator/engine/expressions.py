@@ -17,9 +17,13 @@ VARIABLES = frozenset({"input", "nodes"})
 MAX_LENGTH = 4096
 # `nodes.a` or `nodes["a"]`: the nodes an expression reads, so that
 # validation can check they run before it.
+# Looked for with string literals replaced by _s<n>_ placeholders, so that
+# text inside a string is not taken for a reference.
 _NODE_REFERENCE = re.compile(
-    r"\bnodes\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*['\"]([^'\"]+)['\"]\s*\])"
+    r"(?<![\w.])nodes\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*_s(\d+)_\s*\])"
 )
+# String literals, blanked out before looking for node references.
+_STRING = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 
 
 class ExpressionError(Exception):
@@ -36,7 +40,7 @@ class Expression:
     def evaluate(self, context: dict[str, Any]) -> Any:
         try:
             return self.program.execute(context)
-        except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+        except (TypeError, ValueError, RuntimeError, ArithmeticError, LookupError) as exc:
             message = str(exc).strip("'\"") or type(exc).__name__
             if isinstance(exc, KeyError):
                 message = f"no such key: {message}"
@@ -56,8 +60,20 @@ def compile_expression(source: str) -> Expression:
         raise ExpressionError(
             f"unknown variable {unknown[0]!r}: expressions see only `input` and `nodes`"
         )
-    nodes = frozenset(a or b for a, b in _NODE_REFERENCE.findall(source))
-    return Expression(source, program, variables, nodes)
+    return Expression(source, program, variables, _referenced_nodes(source))
+
+
+def _referenced_nodes(source: str) -> frozenset[str]:
+    literals: list[str] = []
+
+    def placeholder(match: re.Match[str]) -> str:
+        literals.append(match.group(0)[1:-1])
+        return f"_s{len(literals) - 1}_"
+
+    code = _STRING.sub(placeholder, source)
+    return frozenset(
+        dotted or literals[int(index)] for dotted, index in _NODE_REFERENCE.findall(code)
+    )
 
 
 def _first_lines(message: str) -> str:

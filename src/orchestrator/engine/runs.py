@@ -157,6 +157,8 @@ class RunDriver:
                 state.emit(WorkflowEventType.NODE_SUCCEEDED, node.node_id, output=output)
                 for child in state.plan.children.get(node.node_id, []):
                     await self._consider(changes, state, child)
+                # Unless deciding the children failed the run, the checkpoint
+                # comes before the run's end: a follower sees both.
                 if state.running:
                     state.emit(WorkflowEventType.CHECKPOINT_SAVED, node.node_id)
                     self._finish_if_done(state)
@@ -204,7 +206,6 @@ class RunDriver:
             state.emit(WorkflowEventType.NODE_SKIPPED, node_id)
             for child in state.plan.children.get(node_id, []):
                 await self._consider(changes, state, child)
-            self._finish_if_done(state)
             return
         if problem := payload_problem(node_input, self._max_payload):
             await self._fail_node(changes, state, node_id, f"input {problem}")

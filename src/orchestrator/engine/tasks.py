@@ -219,7 +219,9 @@ class TaskEngine:
         the task is finished and nothing follows."""
         if after_sequence < 0:
             raise InvalidArgument.field("after_sequence", "must not be negative")
-        await self.get(caller, task_id)
+        task = await self.get(caller, task_id)
+        if not one_execution and task.status.terminal and task.last_sequence <= after_sequence:
+            return
 
         async def read_log(after: int, limit: int) -> list[TaskEvent]:
             async with self._db.read() as conn:

@@ -47,7 +47,10 @@ def payload_problem(value: JsonObject, max_bytes: int) -> str | None:
     """Why a JSON object may not be stored as an input or output, or None."""
     if depth(value) > MAX_DEPTH:
         return f"nested deeper than {MAX_DEPTH} levels"
-    size = len(json.dumps(value, separators=(",", ":")).encode())
+    try:
+        size = len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
+    except ValueError:
+        return "holds NaN or Infinity, which JSON cannot"
     if size > max_bytes:
         return f"is {size} bytes, over the limit of {max_bytes}"
     return None

@@ -171,7 +171,9 @@ class WorkflowEngine:
         """Events after `after_sequence`, then live ones, until the run ends."""
         if after_sequence < 0:
             raise InvalidArgument.field("after_sequence", "must not be negative")
-        await self.get_run(caller, run_id)
+        run = await self.get_run(caller, run_id)
+        if run.status is not RunStatus.RUNNING and run.last_sequence <= after_sequence:
+            return
 
         async def read_log(after: int, limit: int) -> list[WorkflowEvent]:
             async with self._db.read() as conn:

@@ -31,12 +31,12 @@ class Shutdown:
     async def guard(self, source: AsyncIterator[T]) -> AsyncIterator[T]:
         """Items of `source` until it ends or shutdown begins; then UNAVAILABLE."""
         stop = asyncio.ensure_future(self._event.wait())
+        step: asyncio.Future[T] | None = None
         try:
             while True:
                 step = asyncio.ensure_future(anext(source))
                 await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
                 if not step.done():
-                    step.cancel()
                     raise Unavailable(SHUTTING_DOWN)
                 try:
                     item = step.result()
@@ -44,4 +44,11 @@ class Shutdown:
                     return
                 yield item
         finally:
+            # Also when the caller went away: nothing may go on reading for it.
             stop.cancel()
+            if step is not None and not step.done():
+                step.cancel()
+                await asyncio.gather(step, return_exceptions=True)
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()

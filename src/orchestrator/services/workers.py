@@ -127,7 +127,8 @@ class WorkerService(workers_pb2_grpc.WorkerServiceServicer):
             yield workers_pb2.ServerMessage(
                 welcome=workers_pb2.Welcome(
                     worker_id=session.id,
-                    heartbeat_interval_seconds=max(1, round(self._heartbeat_seconds)),
+                    # Rounded down: a worker must never beat less often than asked.
+                    heartbeat_interval_seconds=max(1, int(self._heartbeat_seconds)),
                     lease_seconds=round(self._lease_seconds),
                 )
             )

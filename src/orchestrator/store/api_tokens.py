@@ -87,6 +87,12 @@ async def by_id(conn: AsyncConnection, token_id: str) -> ApiToken | None:
     return _token(row) if row else None
 
 
+async def touch(conn: AsyncConnection, token_id: str, now: datetime) -> None:
+    await conn.execute(
+        update(api_tokens).where(api_tokens.c.id == token_id).values(last_used_at=now)
+    )
+
+
 async def revoke(conn: AsyncConnection, token_id: str) -> None:
     await conn.execute(
         update(api_tokens)
