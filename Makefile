@@ -35,6 +35,7 @@ proto: setup
 
 bench: setup
 	$(VENV)/python -m bench.w1
+	$(VENV)/python -m bench.w2
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

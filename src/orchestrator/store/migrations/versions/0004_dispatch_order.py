@@ -17,12 +17,14 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # The default only fills rows that exist now; the next line makes it true.
+    # A default only to fill the rows that exist now; the code sets it since.
     op.add_column(
         "tasks",
         sa.Column("dispatch_rank", sa.Integer(), nullable=False, server_default="0"),
     )
     op.execute("UPDATE tasks SET dispatch_rank = -priority")
+    with op.batch_alter_table("tasks") as batch:
+        batch.alter_column("dispatch_rank", server_default=None)
     op.drop_index("ix_tasks_status_type_priority_queued_at", table_name="tasks")
     op.create_index(
         "ix_tasks_dispatch_order", "tasks", ["status", "dispatch_rank", "queued_at", "id"]

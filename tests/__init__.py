@@ -1,0 +1,1 @@
+"""The test suite. A package, so that `tests.support` imports from any test module."""

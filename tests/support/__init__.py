@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: database per test, server subprocess, gRPC client."""
