@@ -3,6 +3,7 @@ read it with `current()`."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 from dataclasses import dataclass
 from typing import Literal
@@ -64,7 +65,10 @@ def bind(identity: Identity) -> contextvars.Token[Identity | None]:
 
 
 def unbind(token: contextvars.Token[Identity | None]) -> None:
-    _current.reset(token)
+    # A stream closed from another task (its caller went away) ends in a
+    # context that never saw the token; that context is being discarded.
+    with contextlib.suppress(ValueError):
+        _current.reset(token)
 
 
 def require_admin() -> Identity:

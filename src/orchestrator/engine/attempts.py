@@ -222,6 +222,8 @@ class Attempts:
             self._on_cancelled(task, error)
         if overdue:
             log.info("reaped overdue tasks", extra={"count": len(overdue)})
+            # Re-queued work should not wait for the dispatcher's next poll.
+            self._on_retry_at(tx.now)
         return len(overdue)
 
     async def _current(

@@ -46,7 +46,9 @@ class Shutdown:
         finally:
             # Also when the caller went away: nothing may go on reading for it.
             stop.cancel()
-            if step is not None and not step.done():
+            if step is not None:
+                # Cancelled if pending; either way its outcome is collected,
+                # so nothing is left unretrieved.
                 step.cancel()
                 await asyncio.gather(step, return_exceptions=True)
             aclose = getattr(source, "aclose", None)

@@ -7,8 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from orchestrator.errors import NotFound
 from orchestrator.model import (
     NodeRun,
     NodeStatus,
@@ -49,6 +51,15 @@ def _run(row: Any, nodes: Sequence[NodeRun] = ()) -> WorkflowRun:
 
 
 async def insert(conn: AsyncConnection, run: WorkflowRun) -> None:
+    try:
+        async with conn.begin_nested():
+            await _insert_run(conn, run)
+    except IntegrityError:
+        # Its workflow was deleted between reading it and starting the run.
+        raise NotFound(f"workflow {run.workflow_id} not found") from None
+
+
+async def _insert_run(conn: AsyncConnection, run: WorkflowRun) -> None:
     await conn.execute(
         workflow_runs.insert().values(
             id=run.id,
