@@ -10,8 +10,8 @@ import sys
 import typer
 
 from orchestrator import __version__
-from orchestrator.config import ConfigError, Settings, load_settings
-from orchestrator.logs import configure as configure_logging
+from orchestrator.cli.settings import settings_or_exit
+from orchestrator.cli.worker import worker
 
 app = typer.Typer(
     name="orchestrator",
@@ -20,19 +20,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-EXIT_USAGE = 2
-
-
-def settings_or_exit() -> Settings:
-    """The settings, or one line on stderr naming the bad variable and exit 2."""
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"orchestrator: {exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_USAGE) from None
-    configure_logging(settings.log_level, settings.log_format)
-    return settings
 
 
 @app.command()
@@ -93,7 +80,7 @@ def version() -> None:
     print(__version__)
 
 
-from orchestrator.cli import worker as _worker  # noqa: E402, F401 - registers `orchestrator worker`
+app.command()(worker)
 
 CLIENT_PANEL = "Client: for people (tables, live views) and scripts (-o json)"
 

@@ -47,7 +47,7 @@ def create(
 ) -> None:
     """Create a user (the password is prompted for, or read with --password-stdin)."""
     if local:
-        from orchestrator.cli.main import settings_or_exit
+        from orchestrator.cli.settings import settings_or_exit
 
         database_url = settings_or_exit().database_url
         run_local(_create_locally(database_url, username, role, password_stdin, output))

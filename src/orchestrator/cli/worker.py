@@ -13,14 +13,13 @@ from contextlib import contextmanager
 
 import typer
 
-from orchestrator.cli.main import EXIT_USAGE, app
+from orchestrator.cli import exits
 from orchestrator.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from orchestrator.logs import configure as configure_logging
 from orchestrator.worker import Worker
 
 log = logging.getLogger("orchestrator.worker")
 
-EXIT_AUTH = 3
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -30,7 +29,6 @@ class _UsageError(Exception):
     """Bad arguments or environment: one line on stderr, exit 2."""
 
 
-@app.command()
 def worker(
     target: str | None = typer.Argument(
         None,
@@ -70,13 +68,13 @@ def worker(
         asyncio.run(_run(chosen, url, token, grace))
     except _UsageError as exc:
         print(f"orchestrator worker: {exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_USAGE) from None
+        raise typer.Exit(exits.USAGE) from None
     except (Unauthenticated, PermissionDenied) as exc:
         log.error("the server refused the worker's token: %s", exc.message)
-        raise typer.Exit(EXIT_AUTH) from None
+        raise typer.Exit(exits.UNREACHABLE) from None
     except InvalidArgument as exc:
         log.error("the server refused the worker: %s", exc.message)
-        raise typer.Exit(EXIT_USAGE) from None
+        raise typer.Exit(exits.USAGE) from None
 
 
 async def _run(chosen: Worker, url: str | None, token: str, grace: float) -> None:

@@ -38,7 +38,7 @@ from orchestrator.proto import auth_pb2, health_pb2, tasks_pb2, workers_pb2, wor
 
 # The worker SDK's walk keeps integers integers (`json_format` makes every
 # number a float, so an echo of {"n": 3} would come back as {"n": 3.0}).
-from orchestrator.worker._struct import to_dict, to_struct
+from orchestrator.structs import to_dict, to_struct
 
 E = TypeVar("E", bound=StrEnum)
 

@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 from datetime import datetime
+from typing import Protocol, TypeVar
 
 from orchestrator.errors import InvalidArgument
 
@@ -17,6 +18,24 @@ def page_size(requested: int) -> int:
     if requested < 0:
         raise InvalidArgument.field("page_size", "must not be negative")
     return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+class Keyed(Protocol):
+    @property
+    def created_at(self) -> datetime: ...
+
+    @property
+    def id(self) -> str: ...
+
+
+K = TypeVar("K", bound=Keyed)
+
+
+def cut(found: list[K], limit: int) -> tuple[list[K], str]:
+    """A page from `limit + 1` rows read: the first `limit`, and the token of
+    the next page if the extra row shows there is one."""
+    page = found[:limit]
+    return page, encode(page[-1].created_at, page[-1].id) if len(found) > limit else ""
 
 
 def encode(created_at: datetime, item_id: str) -> str:

@@ -122,10 +122,7 @@ class TaskEngine:
                 after=pages.decode(page_token),
                 limit=limit + 1,
             )
-        more = len(found) > limit
-        found = found[:limit]
-        token = pages.encode(found[-1].created_at, found[-1].id) if more else ""
-        return found, token
+        return pages.cut(found, limit)
 
     async def update(self, caller: Identity, task_id: str, changes: dict[str, Any]) -> Task:
         unknown = sorted(set(changes) - set(UPDATABLE))

@@ -94,7 +94,7 @@ class WorkflowEngine:
                 after=pages.decode(page_token),
                 limit=limit + 1,
             )
-        return _page(found, limit)
+        return pages.cut(found, limit)
 
     async def update(
         self, caller: Identity, workflow_id: str, description: str, definition: Definition
@@ -152,7 +152,7 @@ class WorkflowEngine:
                 after=pages.decode(page_token),
                 limit=limit + 1,
             )
-        return _page(found, limit)
+        return pages.cut(found, limit)
 
     async def cancel_run(self, caller: Identity, run_id: str, reason: str) -> WorkflowRun:
         await self.get_run(caller, run_id)
@@ -198,9 +198,3 @@ def _check_meta(name: str, description: str) -> None:
         problems.append(FieldViolation("description", f"at most {MAX_DESCRIPTION} characters"))
     if problems:
         raise InvalidArgument(violations=problems)
-
-
-def _page(found: list[Any], limit: int) -> tuple[list[Any], str]:
-    more = len(found) > limit
-    found = found[:limit]
-    return found, pages.encode(found[-1].created_at, found[-1].id) if more else ""

@@ -25,6 +25,8 @@ def struct(value: dict[str, Any] | None) -> struct_pb2.Struct | None:
 
 
 def from_struct(message: struct_pb2.Struct) -> dict[str, Any]:
+    """Numbers stay doubles, as JSON numbers are in CEL (DESIGN §4); the SDKs
+    give handlers whole numbers as ints (`orchestrator.structs`)."""
     result = json_format.MessageToDict(message)
     assert isinstance(result, dict)
     return result

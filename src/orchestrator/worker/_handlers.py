@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from orchestrator.proto import workers_pb2
+from orchestrator.structs import to_struct
 from orchestrator.worker._context import TaskContext
 from orchestrator.worker._errors import PermanentError
-from orchestrator.worker._struct import to_struct
 
 Handler = Callable[[TaskContext, dict[str, Any]], Any]
 """`async def f(ctx, input)` or `def f(ctx, input)`, returning a dict or None."""

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from grpc import aio
 
 from orchestrator.proto import workers_pb2
+from orchestrator.structs import to_dict
 from orchestrator.worker._context import TaskContext
 from orchestrator.worker._handlers import Registration, attempt, failure, release
 from orchestrator.worker._outbox import Outbox
 from orchestrator.worker._stop import StopRequest, first_of
-from orchestrator.worker._struct import to_dict
 
 log = logging.getLogger("orchestrator.worker")
 

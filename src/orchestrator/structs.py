@@ -1,4 +1,5 @@
-"""Between `google.protobuf.Struct` and plain JSON-shaped Python values.
+"""Between `google.protobuf.Struct` and plain JSON-shaped Python values, for
+the SDKs (workers and clients).
 
 `json_format.MessageToDict` turns every number into a float (`3` arrives as
 `3.0`, so `range(input["n"])` breaks), and `Struct.update` refuses a bad
