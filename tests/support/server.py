@@ -1,7 +1,7 @@
 """`orchestrator serve` as a subprocess, watched through its log.
 
     server = ServerProcess(database_url, env={"ORCHESTRATOR_SHUTDOWN_GRACE_SECONDS": "5"})
-    server.start()                      # waits for "listening on 127.0.0.1:PORT"
+    server.start()                      # waits for "listening on 127.0.0.1:PORT", then SERVING
     ...talk to server.address...
     server.terminate(); assert server.wait(10) == 0
     server.stop()                       # always safe: SIGTERM, then SIGKILL if needed

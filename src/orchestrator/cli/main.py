@@ -29,9 +29,9 @@ def serve(
     ),
 ) -> None:
     """Run the server (configured by environment variables)."""
+    settings = settings_or_exit()  # before the heavy import: a bad value fails fast
     from orchestrator.server import serve as run
 
-    settings = settings_or_exit()
     if not migrate:
         settings = settings.model_copy(update={"auto_migrate": False})
     try:
