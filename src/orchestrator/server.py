@@ -55,6 +55,7 @@ SERVICE_NAMES = tuple(
     )
 )
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+ANNOUNCE_SECONDS = 0.2
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -171,6 +172,11 @@ class Server:
             await self._grpc_health.enter_graceful_shutdown()
         log.info("shutdown: health NOT_SERVING")
         if self._grpc is not None:
+            # Calls that reached the server just before the signal may not be
+            # picked up by the event loop yet, and gRPC cancels those at stop
+            # instead of letting them finish: give them a moment (load
+            # balancers watching health get it too).
+            await asyncio.sleep(min(ANNOUNCE_SECONDS, grace))
             stopping = asyncio.create_task(self._grpc.stop(grace), name="grpc-stop")
             log.info("shutdown: refusing new calls; in-flight calls have %ss", grace)
             self._shutdown.begin()
