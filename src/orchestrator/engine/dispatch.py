@@ -251,6 +251,9 @@ class Dispatcher:
                         await self.attempts.apply(tx, session.id, report)
                     except FailedPrecondition as refusal:
                         refused.append((report, refusal.message))
+                # A finished node's children are queued now, so the slot it
+                # freed can take one of them in this same transaction.
+                await self._journal.settle_now(tx)
                 if refill_here:
                     ending: list[AboutTask] = [r for r in batch if isinstance(r, FINISHING)]
                     ending += [r for r, _ in refused if not isinstance(r, Heartbeat)]

@@ -36,8 +36,10 @@ class Changes:
         self.conn = conn
         self.now = utcnow()
         self.events: list[TaskEvent] = []
-        # Events of tasks that run workflow nodes, for the run driver.
+        # Events of tasks that run workflow nodes, for the run driver, and how
+        # many of them it has dealt with.
         self.node_events: list[tuple[Task, TaskEvent]] = []
+        self.node_events_settled = 0
         self.run_events: list[WorkflowEvent] = []
         # Runs this transaction has loaded, locked and may change.
         self.runs: dict[str, RunState] = {}
@@ -91,13 +93,18 @@ class Journal:
         # On PostgreSQL: tell the other replicas (this one's name).
         self.notify_as: str | None = None
 
+    async def settle_now(self, changes: Changes) -> None:
+        """Let workflow runs react to what the transaction did so far (their
+        children queued, say), before it goes on."""
+        if self.settle is not None:
+            await self.settle(changes)
+
     @contextlib.asynccontextmanager
     async def change(self) -> AsyncIterator[Changes]:
         async with self.database.write() as conn:
             changes = Changes(conn)
             yield changes
-            if self.settle is not None:
-                await self.settle(changes)
+            await self.settle_now(changes)
             await event_store.append(conn, changes.events)
             await run_store.append(conn, changes.run_events)
             if self.notify_as is not None and (changes.events or changes.run_events):

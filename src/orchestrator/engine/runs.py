@@ -96,12 +96,12 @@ class RunDriver:
         return run
 
     async def settle(self, changes: Changes) -> None:
-        """React to the events of node tasks in this transaction, including
-        those of tasks queued or cancelled while reacting."""
-        done = 0
-        while done < len(changes.node_events):
-            task, event = changes.node_events[done]
-            done += 1
+        """React to the events of node tasks in this transaction not yet seen,
+        including those of tasks queued or cancelled while reacting. Called
+        again later in the same transaction, it picks up where it stopped."""
+        while changes.node_events_settled < len(changes.node_events):
+            task, event = changes.node_events[changes.node_events_settled]
+            changes.node_events_settled += 1
             state = await self.state(changes, task.workflow_run_id or "")
             if state is None or not state.running:
                 continue
@@ -118,10 +118,13 @@ class RunDriver:
         run = await run_store.get(changes.conn, run_id, lock=True)
         if run is None:
             return None
-        workflow = await workflow_store.get(changes.conn, run.workflow_id, run.version)
-        if workflow is None:
-            return None
-        state = RunState.of(run, self.plan_of(workflow), changes.run_events, changes.now)
+        known = self._plans.get((run.workflow_id, run.version))
+        if known is None:
+            workflow = await workflow_store.get(changes.conn, run.workflow_id, run.version)
+            if workflow is None:
+                return None
+            known = self.plan_of(workflow)
+        state = RunState.of(run, known, changes.run_events, changes.now)
         changes.runs[run_id] = state
         return state
 
