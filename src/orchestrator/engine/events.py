@@ -71,9 +71,6 @@ class EventHub(Generic[E]):
                     subscriber.overflowed = True
                     subscriber.wakeup.set()
 
-    def subscriber_count(self) -> int:
-        return sum(len(s) for s in self._subscribers.values())
-
     async def follow(
         self,
         key: str,

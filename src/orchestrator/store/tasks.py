@@ -288,16 +288,6 @@ async def overdue(conn: AsyncConnection, now: datetime, limit: int) -> list[Task
     return [_task(row) for row in await conn.execute(query)]
 
 
-async def next_available(conn: AsyncConnection, now: datetime) -> datetime | None:
-    """When the earliest task waiting out a retry backoff becomes claimable."""
-    return await conn.scalar(
-        select(tasks.c.available_at)
-        .where(tasks.c.status == TaskStatus.QUEUED, tasks.c.available_at > now)
-        .order_by(tasks.c.available_at)
-        .limit(1)
-    )
-
-
 async def remove(conn: AsyncConnection, task_id: str, statuses: Collection[TaskStatus]) -> bool:
     """Delete the task (and its events) if it is in one of `statuses`."""
     result = await conn.execute(
