@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from types import FrameType
+from typing import Any, Literal
 
-from bench._procs import Child, child_env, log, process_cpu_seconds
+import grpc
+
+from bench._procs import Child, ChildExited, child_env, log, process_cpu_seconds
 
 Database = Literal["sqlite", "postgres"]
 
@@ -188,3 +193,26 @@ async def _postgres(statement: str) -> None:
         await conn.execute(statement, timeout=60)
     finally:
         await conn.close()
+
+
+class BenchFailure(Exception):
+    """The run cannot give a valid result; the message says why."""
+
+
+def _interrupted(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main_of(measure: Callable[[], dict[str, Any]]) -> int:
+    """A benchmark's entry point: one JSON line and 0, or a reason and 1."""
+    signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        line = measure()
+    except KeyboardInterrupt:
+        log("interrupted; everything started was stopped")
+        return 130
+    except (BenchFailure, ChildExited, TimeoutError, grpc.RpcError) as exc:
+        log(f"FAILED: {exc}")
+        return 1
+    print(json.dumps(line), flush=True)
+    return 0

@@ -13,34 +13,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
-import signal
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-import grpc
 from google.protobuf import timestamp_pb2
 
 from bench._client import Client, Submission, connect, echo_requests
-from bench._harness import ADMIN_PASSWORD, ADMIN_USERNAME, Options, Stack, running_stack
-from bench._procs import ChildExited, log
+from bench._harness import (
+    ADMIN_PASSWORD,
+    ADMIN_USERNAME,
+    BenchFailure,
+    Options,
+    Stack,
+    main_of,
+    running_stack,
+)
+from bench._procs import log
 from bench._stats import summary_ms
 from orchestrator.proto import tasks_pb2
 
 WORKER_NAME = "bench-w1"
 WORKER_CONNECT_SECONDS = 60.0
-
-
-class BenchFailure(Exception):
-    """The run cannot give a valid result; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -250,23 +250,9 @@ def run(args: Args) -> dict[str, Any]:
         return asyncio.run(measure(stack, args))
 
 
-def _interrupted(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupted)
-    try:
-        line = run(args)
-    except KeyboardInterrupt:
-        log("interrupted; everything started was stopped")
-        return 130
-    except (BenchFailure, ChildExited, TimeoutError, grpc.RpcError) as exc:
-        log(f"FAILED: {exc}")
-        return 1
-    print(json.dumps(line), flush=True)
-    return 0
+    return main_of(lambda: run(args))
 
 
 if __name__ == "__main__":

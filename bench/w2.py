@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -26,18 +24,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from bench._client import RPC_TIMEOUT, Client, connect
-from bench._harness import ADMIN_PASSWORD, ADMIN_USERNAME, Options, Stack, running_stack
-from bench._procs import ChildExited, log
+from bench._harness import (
+    ADMIN_PASSWORD,
+    ADMIN_USERNAME,
+    BenchFailure,
+    Options,
+    Stack,
+    main_of,
+    running_stack,
+)
+from bench._procs import log
 from bench._stats import summary_ms
 from bench.w1 import (
     WORKER_NAME,  # the harness names its worker so, whichever benchmark runs
-    BenchFailure,
     _cpu_used,
-    _interrupted,
     _load_average,
     bootstrap,
 )
@@ -319,17 +322,7 @@ def run(args: Args) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupted)
-    try:
-        line = run(args)
-    except KeyboardInterrupt:
-        log("interrupted; everything started was stopped")
-        return 130
-    except (BenchFailure, ChildExited, TimeoutError, grpc.RpcError) as exc:
-        log(f"FAILED: {exc}")
-        return 1
-    print(json.dumps(line), flush=True)
-    return 0
+    return main_of(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -20,6 +20,7 @@ from orchestrator.model import (
     WorkflowRun,
 )
 from orchestrator.store.schema import run_nodes, workflow_events, workflow_runs
+from orchestrator.store.types import newer_first_after
 
 
 def _node(row: Any) -> NodeRun:
@@ -122,13 +123,7 @@ async def page(
     if status is not None:
         conditions.append(workflow_runs.c.status == status)
     if after is not None:
-        created_at, run_id = after
-        conditions.append(
-            or_(
-                workflow_runs.c.created_at < created_at,
-                and_(workflow_runs.c.created_at == created_at, workflow_runs.c.id < run_id),
-            )
-        )
+        conditions.append(newer_first_after(workflow_runs, after))
     query = (
         select(workflow_runs)
         .where(*conditions)

@@ -16,12 +16,13 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, delete, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.model import NewTask, Task, TaskStatus
 from orchestrator.store.schema import tasks
+from orchestrator.store.types import newer_first_after
 
 NEXT_SEQUENCE = tasks.c.last_sequence + 1
 
@@ -163,13 +164,7 @@ async def page(
     if label is not None:
         conditions.append(tasks.c.labels[label[0]].as_string() == label[1])
     if after is not None:
-        created_at, task_id = after
-        conditions.append(
-            or_(
-                tasks.c.created_at < created_at,
-                and_(tasks.c.created_at == created_at, tasks.c.id < task_id),
-            )
-        )
+        conditions.append(newer_first_after(tasks, after))
     query = (
         select(tasks)
         .where(*conditions)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime
+from sqlalchemy import ColumnElement, DateTime, Table, and_, or_
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
@@ -34,3 +34,13 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def newer_first_after(table: Table, after: tuple[datetime, str]) -> ColumnElement[bool]:
+    """Rows after the (created_at, id) cursor in newest-first order: keyset
+    pagination, so rows inserted meanwhile never shift a page."""
+    created_at, row_id = after
+    return or_(
+        table.c.created_at < created_at,
+        and_(table.c.created_at == created_at, table.c.id < row_id),
+    )

@@ -6,12 +6,13 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, or_, select, update
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.model import Definition, EdgeSpec, NodeSpec, RunStatus, Workflow
 from orchestrator.store.schema import workflow_runs, workflow_versions, workflows
+from orchestrator.store.types import newer_first_after
 
 
 def definition_json(definition: Definition) -> dict[str, Any]:
@@ -156,13 +157,7 @@ async def page(
     if owner_id is not None:
         conditions.append(workflows.c.owner_id == owner_id)
     if after is not None:
-        created_at, workflow_id = after
-        conditions.append(
-            or_(
-                workflows.c.created_at < created_at,
-                and_(workflows.c.created_at == created_at, workflows.c.id < workflow_id),
-            )
-        )
+        conditions.append(newer_first_after(workflows, after))
     query = (
         _JOINED.where(*conditions)
         .order_by(workflows.c.created_at.desc(), workflows.c.id.desc())
