@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from sqlalchemy.pool import StaticPool
 Dialect = Literal["sqlite", "postgresql"]
 
 _BUSY_TIMEOUT_MS = 10_000
+_WAL_TRY_MS = 50
 
 
 def sqlalchemy_url(database_url: str) -> str:
@@ -93,6 +95,21 @@ class Database:
         await self.engine.dispose()
 
 
+def _enter_wal(cursor: Any) -> None:
+    """Switch a new file to WAL. The switch needs the file to itself; waiting
+    for that while holding a read lock deadlocks with another process whose
+    first transaction wants to commit (two replicas starting on a new file).
+    So: short waits, giving the lock up between tries."""
+    cursor.execute(f"PRAGMA busy_timeout={_WAL_TRY_MS}")
+    for _ in range(_BUSY_TIMEOUT_MS // _WAL_TRY_MS):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            continue
+    cursor.execute("PRAGMA journal_mode=WAL")
+
+
 def _install_sqlite_hooks(engine: AsyncEngine, *, wal: bool) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -100,7 +117,7 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, wal: bool) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         if wal:
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _enter_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
