@@ -72,6 +72,15 @@ class Settings(BaseSettings):
     login_window_seconds: Annotated[
         float, _env("ORCHESTRATOR_LOGIN_WINDOW_SECONDS"), Field(gt=0, le=86400)
     ] = 60.0
+    login_hash_queue: Annotated[
+        int, _env("ORCHESTRATOR_LOGIN_HASH_QUEUE"), Field(ge=1, le=10_000)
+    ] = 16
+    refresh_reuse_seconds: Annotated[
+        float, _env("ORCHESTRATOR_REFRESH_REUSE_SECONDS"), Field(ge=0, le=300)
+    ] = 5.0
+    max_lost_deliveries: Annotated[
+        int, _env("ORCHESTRATOR_MAX_LOST_DELIVERIES"), Field(ge=1, le=1000)
+    ] = 3
     lease_seconds: Annotated[float, _env("ORCHESTRATOR_LEASE_SECONDS"), Field(ge=1, le=3600)] = 30.0
     heartbeat_seconds: Annotated[
         float, _env("ORCHESTRATOR_HEARTBEAT_SECONDS"), Field(gt=0, le=600)

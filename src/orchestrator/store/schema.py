@@ -20,6 +20,10 @@ from sqlalchemy import (
 
 from orchestrator.store.types import UtcDateTime
 
+# A 64-bit key that SQLite also numbers by itself (only INTEGER PRIMARY KEY
+# is its rowid).
+Serial = BigInteger().with_variant(Integer, "sqlite")
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -95,6 +99,9 @@ tasks = Table(
     # Attempts that counted toward max_attempts (a lost worker's does not).
     Column("attempt", Integer, nullable=False),
     Column("max_attempts", Integer, nullable=False),
+    # Attempts whose worker vanished (disconnect, lease expiry): bounded, so a
+    # task that kills every worker it reaches ends instead of looping.
+    Column("lost_deliveries", Integer, nullable=False),
     Column("timeout_seconds", Integer, nullable=False),
     Column("idempotency_key", String(128), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
@@ -218,4 +225,30 @@ workflow_events = Table(
     Column("output", JSON, nullable=True),
     Column("message", Text, nullable=False),
     Column("progress", Integer, nullable=False),
+)
+
+# Facts every replica must act on, whichever one wrote them: a cancelled
+# attempt, a revoked credential. Written in the transaction of the change;
+# replicas read what is new (woken by NOTIFY, and polling as a safety net)
+# and old rows are deleted.
+control_log = Table(
+    "control_log",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Index(None, "created_at"),
+)
+
+# Failed logins, shared by the replicas: one row per failure and key
+# ("user:NAME" or "peer:ADDRESS"), counted over the throttling window.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("key", String(320), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index(None, "key", "created_at"),
+    Index(None, "created_at"),
 )

@@ -87,6 +87,7 @@ def _values(row: NewRow, now: datetime) -> dict[str, Any]:
         "error": "",
         "attempt": 0,
         "max_attempts": new.max_attempts,
+        "lost_deliveries": 0,
         "timeout_seconds": new.timeout_seconds,
         "idempotency_key": new.idempotency_key,
         "created_at": now,
