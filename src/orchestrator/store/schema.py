@@ -227,20 +227,6 @@ workflow_events = Table(
     Column("progress", Integer, nullable=False),
 )
 
-# Facts every replica must act on, whichever one wrote them: a cancelled
-# attempt, a revoked credential. Written in the transaction of the change;
-# replicas read what is new (woken by NOTIFY, and polling as a safety net)
-# and old rows are deleted.
-control_log = Table(
-    "control_log",
-    metadata,
-    Column("id", Serial, primary_key=True, autoincrement=True),
-    Column("created_at", UtcDateTime, nullable=False),
-    Column("kind", String(16), nullable=False),
-    Column("payload", JSON, nullable=False),
-    Index(None, "created_at"),
-)
-
 # Failed logins, shared by the replicas: one row per failure and key
 # ("user:NAME" or "peer:ADDRESS"), counted over the throttling window.
 login_failures = Table(

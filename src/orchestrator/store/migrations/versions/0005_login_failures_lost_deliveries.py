@@ -1,5 +1,5 @@
-"""The control log every replica reads, shared login failures, and a count
-of lost deliveries per task.
+"""Login failures shared by the replicas, and a count of lost deliveries
+per task.
 
 Revision ID: 0005
 Revises: 0004
@@ -21,15 +21,6 @@ _SERIAL = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 def upgrade() -> None:
     op.create_table(
-        "control_log",
-        sa.Column("id", _SERIAL, nullable=False, autoincrement=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("kind", sa.String(16), nullable=False),
-        sa.Column("payload", sa.JSON(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_control_log"),
-    )
-    op.create_index("ix_control_log_created_at", "control_log", ["created_at"])
-    op.create_table(
         "login_failures",
         sa.Column("id", _SERIAL, nullable=False, autoincrement=True),
         sa.Column("key", sa.String(320), nullable=False),
@@ -50,4 +41,3 @@ def downgrade() -> None:
     with op.batch_alter_table("tasks") as batch:
         batch.drop_column("lost_deliveries")
     op.drop_table("login_failures")
-    op.drop_table("control_log")
