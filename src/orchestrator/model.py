@@ -11,6 +11,16 @@ from typing import Any
 JsonObject = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Credential:
+    """What a caller authenticated with: a login session (its refresh-token
+    family) or an API token, and whose it is."""
+
+    kind: str  # "session" or "api_token"
+    user_id: str
+    id: str
+
+
 class TaskStatus(StrEnum):
     PENDING = "PENDING"
     QUEUED = "QUEUED"
@@ -70,6 +80,9 @@ class Task:
     deadline_at: datetime | None = None
     workflow_run_id: str | None = None
     node_id: str | None = None
+    # Attempts given back because their worker was lost (not counted in
+    # `attempt`); past the server's limit the task fails as a poison task.
+    lost_deliveries: int = 0
 
 
 @dataclass(frozen=True)

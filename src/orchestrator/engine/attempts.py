@@ -53,6 +53,9 @@ class AttemptRules:
     lease_seconds: float
     max_payload_bytes: int
     backoff: Backoff
+    # Deliveries whose worker was lost before a task fails: one that kills
+    # its worker (out of memory, a crash) would be handed out for ever.
+    max_lost_deliveries: int
 
 
 class Attempts:
@@ -119,7 +122,8 @@ class Attempts:
                 await self._fail(tx, current, error or "failed", permanent=permanent)
             case Release(task_id, fencing):
                 current = await self._held(tx, worker_id, task_id, fencing)
-                await self._requeue(tx, current, "handed back by worker")
+                # A clean hand-back, not a loss: it does not count.
+                await self._give_back(tx, current, "handed back by worker")
 
     async def _complete(
         self, tx: Changes, worker_id: str, task_id: str, fencing: int, output: JsonObject
@@ -158,7 +162,15 @@ class Attempts:
             raise FailedPrecondition(STALE.format(fencing=fencing, task_id=task_id))
         return current
 
-    async def _fail(self, tx: Changes, current: Task, error: str, *, permanent: bool) -> None:
+    async def _fail(
+        self,
+        tx: Changes,
+        current: Task,
+        error: str,
+        *,
+        permanent: bool,
+        also: dict[str, object] | None = None,
+    ) -> None:
         retry_at = None
         if not permanent and current.attempt < current.max_attempts:
             retry_at = tx.now + timedelta(seconds=self._rules.backoff.delay(current.attempt))
@@ -169,7 +181,13 @@ class Attempts:
             tx,
             current.id,
             current.fencing_token,
-            {**values, "error": error, "lease_expires_at": None, "deadline_at": None},
+            {
+                **values,
+                **(also or {}),
+                "error": error,
+                "lease_expires_at": None,
+                "deadline_at": None,
+            },
         )
         if retry_at is not None:
             tx.record(task, TaskEventType.RETRYING, message=error)
@@ -178,11 +196,32 @@ class Attempts:
             tx.record(task, TaskEventType.FAILED, message=error)
 
     async def _requeue(self, tx: Changes, current: Task, reason: str) -> None:
+        """Give back an attempt whose worker was lost, counting the loss; the
+        loss that reaches the limit fails the task instead."""
+        lost = current.lost_deliveries + 1
+        if lost < self._rules.max_lost_deliveries:
+            await self._give_back(tx, current, reason, {"lost_deliveries": lost})
+            return
+        error = f"its worker was lost {lost} times while running it (last: {reason})"
+        await self._fail(tx, current, error, permanent=True, also={"lost_deliveries": lost})
+        tx.after_commit.append(
+            lambda: log.warning(
+                "task failed: its worker was lost %d times",
+                lost,
+                extra={"task_id": current.id, "reason": reason},
+            )
+        )
+
+    async def _give_back(
+        self, tx: Changes, current: Task, reason: str, also: dict[str, object] | None = None
+    ) -> None:
+        """Back to the queue; the attempt does not count toward max_attempts."""
         task = await self._current(
             tx,
             current.id,
             current.fencing_token,
             {
+                **(also or {}),
                 "status": TaskStatus.QUEUED,
                 "attempt": max(0, current.attempt - 1),
                 "available_at": tx.now,

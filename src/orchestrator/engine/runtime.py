@@ -39,6 +39,7 @@ class Engine:
                 lease_seconds=settings.lease_seconds,
                 max_payload_bytes=settings.max_payload_bytes,
                 backoff=Backoff(settings.retry_base_seconds, settings.retry_max_seconds),
+                max_lost_deliveries=settings.max_lost_deliveries,
             ),
         )
         self.tasks = TaskEngine(

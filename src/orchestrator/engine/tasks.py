@@ -19,9 +19,18 @@ from orchestrator.errors import (
     InvalidArgument,
     NotFound,
 )
-from orchestrator.model import TERMINAL, NewTask, Task, TaskEvent, TaskEventType, TaskStatus
+from orchestrator.model import (
+    TERMINAL,
+    NewTask,
+    RunStatus,
+    Task,
+    TaskEvent,
+    TaskEventType,
+    TaskStatus,
+)
 from orchestrator.store import Database
 from orchestrator.store import events as event_store
+from orchestrator.store import runs as run_store
 from orchestrator.store import tasks as task_store
 
 log = logging.getLogger(__name__)
@@ -136,6 +145,7 @@ class TaskEngine:
             raise InvalidArgument.field("update_mask", "names no field to change")
         field_problems(changes, self._max_payload, prefix="task.")
         task = await self.get(caller, task_id)
+        await self._check_not_run_owned(task, "updated")
         allowed = set(TaskStatus)
         for field in changes:
             allowed &= UPDATABLE[field]
@@ -152,7 +162,7 @@ class TaskEngine:
         return updated
 
     async def delete(self, caller: Identity, task_id: str) -> None:
-        await self.get(caller, task_id)
+        await self._check_not_run_owned(await self.get(caller, task_id), "deleted")
         async with self._db.write() as conn:
             deleted = await task_store.remove(
                 conn, task_id, statuses=set(TaskStatus) - {TaskStatus.RUNNING}
@@ -175,6 +185,7 @@ class TaskEngine:
         task = await self.get(caller, task_id)
         if task.status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
             return await self._execution_start(task_id)
+        await self._check_not_run_owned(task, "executed again")
         async with self._journal.change() as tx:
             queued = await task_store.change(
                 tx.conn,
@@ -182,6 +193,7 @@ class TaskEngine:
                 {
                     "status": TaskStatus.QUEUED,
                     "attempt": 0,
+                    "lost_deliveries": 0,
                     "output": None,
                     "error": "",
                     "queued_at": tx.now,
@@ -202,6 +214,20 @@ class TaskEngine:
             return await self._execution_start(task_id)
         self._on_queued()
         return queued.last_sequence - 1
+
+    async def _check_not_run_owned(self, task: Task, done: str) -> None:
+        """A running workflow run waits on its node's task, so only the run
+        may change it. Checked before the change, not with it: a run never
+        runs again once it has ended, and a task never changes run."""
+        if task.workflow_run_id is None:
+            return
+        async with self._db.read() as conn:
+            run = await run_store.get(conn, task.workflow_run_id)
+        if run is not None and run.status is RunStatus.RUNNING:
+            raise FailedPrecondition(
+                f"task {task.id} is node {task.node_id!r} of workflow run {run.id}, which is "
+                f"running: it cannot be {done}; cancel the run (CancelWorkflowRun {run.id})"
+            )
 
     async def _execution_start(self, task_id: str) -> int:
         async with self._db.read() as conn:

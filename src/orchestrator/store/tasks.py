@@ -57,6 +57,7 @@ def _task(row: Any) -> Task:
         deadline_at=row.deadline_at,
         workflow_run_id=row.workflow_run_id,
         node_id=row.node_id,
+        lost_deliveries=row.lost_deliveries,
     )
 
 
@@ -250,10 +251,10 @@ async def claim(
         )
         .returning(tasks)
     )
-    claimed = [_task(row) for row in await conn.execute(statement)]
-    # RETURNING gives no order; assignments should go out in dispatch order.
-    claimed.sort(key=lambda t: (-t.priority, t.started_at or now, t.id))
-    return claimed
+    rows = list(await conn.execute(statement))
+    # RETURNING gives no order; assignments go out in the order chosen above.
+    rows.sort(key=lambda row: (row.dispatch_rank, row.queued_at, row.id))
+    return [_task(row) for row in rows]
 
 
 async def held_by(conn: AsyncConnection, worker_id: str) -> list[Task]:
