@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2_grpc as grpc_health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from orchestrator.auth import AuthGate, JwtManager
+from orchestrator.auth.passwords import LoginQueue
 from orchestrator.config import Settings
 from orchestrator.engine.accounts import Accounts
 from orchestrator.engine.runtime import Engine
@@ -111,7 +112,14 @@ class Server:
             per_peer=settings.login_max_failures * 4,
             window_seconds=settings.login_window_seconds,
         )
-        accounts = Accounts(database, jwt, settings.refresh_token_expiration_seconds, throttle)
+        accounts = Accounts(
+            database,
+            jwt,
+            settings.refresh_token_expiration_seconds,
+            throttle,
+            login_queue=LoginQueue(settings.login_hash_queue),
+            refresh_reuse_seconds=settings.refresh_reuse_seconds,
+        )
         self.accounts = accounts
         if settings.admin_username and settings.admin_password:
             await accounts.ensure_admin(

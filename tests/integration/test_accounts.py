@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import update
 
+from orchestrator.auth.passwords import LoginQueue
 from orchestrator.auth.tokens import JwtManager
 from orchestrator.engine.accounts import BAD_LOGIN, Accounts
 from orchestrator.engine.throttle import LoginThrottle
@@ -26,7 +27,14 @@ PEER = "ipv4:127.0.0.1:40000"
 async def accounts(database: Database) -> Accounts:
     # Throttling failed logins has its own tests: here it must never interfere.
     throttle = LoginThrottle(per_user=1000, per_peer=1000, window_seconds=60)
-    accounts = Accounts(database, JwtManager(SECRET, 900), 3600, throttle)
+    accounts = Accounts(
+        database,
+        JwtManager(SECRET, 900),
+        3600,
+        throttle,
+        login_queue=LoginQueue(100),
+        refresh_reuse_seconds=5,
+    )
     await accounts.ensure_admin("admin", PASSWORD)
     return accounts
 

@@ -12,6 +12,7 @@ import pytest
 from grpc import aio
 
 from orchestrator.auth import AuthGate, JwtManager
+from orchestrator.auth.passwords import LoginQueue
 from orchestrator.engine.accounts import Accounts
 from orchestrator.engine.throttle import LoginThrottle
 from orchestrator.proto import tasks_pb2, tasks_pb2_grpc, workers_pb2_grpc
@@ -25,7 +26,14 @@ SECRET = "unimplemented-test-secret-" + "u" * 20
 @pytest.fixture
 async def server(database: Database) -> AsyncIterator[tuple[aio.Channel, Metadata]]:
     throttle = LoginThrottle(per_user=1000, per_peer=1000, window_seconds=60)
-    accounts = Accounts(database, JwtManager(SECRET, 900), 3600, throttle)
+    accounts = Accounts(
+        database,
+        JwtManager(SECRET, 900),
+        3600,
+        throttle,
+        login_queue=LoginQueue(100),
+        refresh_reuse_seconds=5,
+    )
     await accounts.ensure_admin("admin", "admin-password-1")
     tokens = await accounts.login("admin", "admin-password-1", "test")
     server = aio.server(interceptors=[ErrorInterceptor(), AuthGate(accounts.authenticate)])

@@ -1,13 +1,19 @@
-"""Password hashing with argon2id at OWASP's recommended parameters."""
+"""Password hashing with argon2id at OWASP's recommended parameters, and the
+bounded queue of logins waiting for it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import re
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from orchestrator.errors import ResourceExhausted
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
@@ -15,14 +21,42 @@ MAX_PASSWORD_LENGTH = 1024
 # OWASP (2025): argon2id, m=19 MiB, t=2, p=1.
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 
-# Verified against when the user does not exist, so that an unknown user and a
-# wrong password take the same time.
-_DUMMY_HASH = _hasher.hash("orchestrator-dummy-password")
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the user does not exist, so that an unknown user
+    and a wrong password take the same time. Made on first use: importing
+    this module (the CLI does, through config) must cost nothing."""
+    return _hasher.hash("orchestrator-dummy-password")
 
 
 # One thread: hashing is meant to be slow, and more threads than cores would
 # starve the event loop of its own (in-flight calls could not finish).
-_hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argon2")
+HASHING_THREADS = 1
+_hashing = ThreadPoolExecutor(max_workers=HASHING_THREADS, thread_name_prefix="argon2")
+
+
+class LoginQueue:
+    """At most `size` logins at a time waiting for a password check or doing
+    one; the next is refused at once rather than queued. So a flood of
+    logins costs its senders refusals, not everyone else a wait: a login let
+    in has at most `size - 1` checks ahead of it on HASHING_THREADS threads,
+    a bounded delay."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._in_progress = 0
+
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        """Held for the whole login; ResourceExhausted when the queue is full."""
+        if self._in_progress >= self._size:
+            raise ResourceExhausted("too many logins in progress: try again shortly")
+        self._in_progress += 1
+        try:
+            yield
+        finally:
+            self._in_progress -= 1
 
 
 def hash_password(password: str) -> str:
@@ -43,7 +77,7 @@ def verify_password(password_hash: str | None, password: str) -> bool:
     """Constant work whether or not there is a hash to check against: with
     none, the dummy is verified and the answer is no."""
     try:
-        matches = _hasher.verify(password_hash or _DUMMY_HASH, password)
+        matches = _hasher.verify(password_hash or _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         return False
     return bool(password_hash) and matches

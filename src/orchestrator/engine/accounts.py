@@ -35,9 +35,6 @@ log = logging.getLogger(__name__)
 
 ROLES = ("admin", "member")
 BAD_LOGIN = "invalid username or password"
-# Two refreshes of one token this close together are a client racing itself,
-# not a stolen token: the loser is refused, the family is left alone.
-_CONCURRENT_REFRESH = timedelta(seconds=5)
 _LIVE_SECONDS = 1.0
 _MAX_LIVE = 10_000
 
@@ -73,9 +70,16 @@ class Accounts:
         jwt: JwtManager,
         refresh_ttl_seconds: int,
         throttle: LoginThrottle,
+        *,
+        login_queue: passwords.LoginQueue,
+        refresh_reuse_seconds: float,
     ) -> None:
         self._db = database
         self._throttle = throttle
+        self._login_queue = login_queue
+        # Two refreshes of one token this close together are a client racing
+        # itself, not a stolen token: the loser is refused, the family is kept.
+        self._refresh_reuse = timedelta(seconds=refresh_reuse_seconds)
         # Open streams (workers) using a credential that stops working are
         # told at once; the server points this at the dispatcher.
         self.on_revoked: Callable[[Revocation], None] = lambda _revocation: None
@@ -90,18 +94,22 @@ class Accounts:
         self._refresh_ttl = timedelta(seconds=refresh_ttl_seconds)
 
     async def login(self, username: str, password: str, peer: str) -> Tokens:
-        self._throttle.check(username, peer)
-        async with self._db.read() as conn:
-            user = await user_store.by_username(conn, username)
-        # Same work and same answer for an unknown user, a disabled one and a
-        # wrong password: nothing tells them apart.
-        valid = await passwords.verify_password_async(
-            user.password_hash if user else None, password
-        )
+        # The queue first: a flood is refused before it costs the database
+        # anything. The attempt is counted (and committed, for every replica
+        # to see) before the slow check, so attempts in flight count too.
+        with self._login_queue.admit():
+            async with self._db.write() as conn:
+                attempt = await self._throttle.count(conn, username, peer)
+                user = await user_store.by_username(conn, username)
+            # Same work and same answer for an unknown user, a disabled one
+            # and a wrong password: nothing tells them apart.
+            valid = await passwords.verify_password_async(
+                user.password_hash if user else None, password
+            )
         if user is None or not valid or user.disabled:
-            self._throttle.failed(username, peer)
             raise Unauthenticated(BAD_LOGIN)
         async with self._db.write() as conn:
+            await self._throttle.take_back(conn, attempt)
             return await self._open_session(conn, user, family_id=None)
 
     async def refresh(self, refresh_token: str) -> Tokens:
@@ -123,7 +131,7 @@ class Accounts:
             if user is None or user.disabled:
                 return None
             return await self._open_session(conn, user, family_id=session.family_id)
-        if session.rotated_at is not None and now - session.rotated_at > _CONCURRENT_REFRESH:
+        if session.rotated_at is not None and now - session.rotated_at > self._refresh_reuse:
             log.warning(
                 "refresh token reused: session family revoked",
                 extra={"user_id": session.user_id},

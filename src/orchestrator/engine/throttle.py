@@ -1,58 +1,86 @@
-"""Failed-login throttling, per username and per peer address.
+"""Login attempts, throttled per username and per peer address over a sliding
+window that every replica shares (the attempts are rows in the database).
 
-A sliding window in memory: enough to make guessing slow on one replica
-(each replica counts on its own). Successful logins do not count.
+An attempt is counted before its password is checked, in a transaction that
+commits before the check begins, so attempts still in flight count, on every
+replica: however many arrive at once, at most `per_user` passwords are
+checked for one name (and `per_peer` from one address) in any window. An
+attempt whose password turns out right is taken back in the transaction
+that opens its session, so successful logins never count; an attempt refused
+here was never checked and does not count either.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
-from collections import OrderedDict, deque
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.errors import ResourceExhausted
+from orchestrator.store import login_failures
+from orchestrator.store.types import utcnow
 
-# Bounds memory whatever the number of names or addresses tried.
-MAX_TRACKED = 100_000
+# What fits the key column; longer (or unprintable) names and addresses are
+# counted under a digest.
+_MAX_KEY = 320
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A counted attempt: its rows, to take back if the password was right."""
+
+    row_ids: tuple[int, ...]
+
+
+def _key(kind: str, value: str) -> str:
+    key = f"{kind}:{value}"
+    if len(key) <= _MAX_KEY and key.isprintable():
+        return key
+    return f"{kind}#{hashlib.sha256(value.encode(errors='surrogatepass')).hexdigest()}"
 
 
 class LoginThrottle:
     def __init__(self, per_user: int, per_peer: int, window_seconds: float) -> None:
         self._limits = {"user": per_user, "peer": per_peer}
-        self._window = window_seconds
-        self._failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+        self._window = timedelta(seconds=window_seconds)
+        self._next_sweep = 0.0
 
-    def check(self, username: str, peer: str) -> None:
-        """ResourceExhausted, with the wait, if either key is over its limit."""
-        now = time.monotonic()
+    async def count(self, conn: AsyncConnection, username: str, peer: str) -> Attempt:
+        """Count one attempt, in the caller's write transaction; ResourceExhausted,
+        with the wait, when either key has no room left in the window."""
+        limits = {
+            _key("user", username.casefold()): self._limits["user"],
+            _key("peer", peer): self._limits["peer"],
+        }
+        await login_failures.lock(conn, limits)
+        now = utcnow()
+        recent = await login_failures.since(conn, limits, now - self._window)
         wait = 0.0
-        for key in self._keys(username, peer):
-            recent = self._recent(key, now)
-            if recent is not None and len(recent) >= self._limits[key[0]]:
-                wait = max(wait, recent[0] + self._window - now)
+        for key, limit in limits.items():
+            times = recent[key]
+            if len(times) >= limit:
+                # Room again once all but limit - 1 of them have left the window.
+                opens = times[len(times) - limit] + self._window
+                wait = max(wait, (opens - now).total_seconds())
         if wait > 0:
             raise ResourceExhausted(
                 f"too many failed logins: try again in {math.ceil(wait)} seconds"
             )
+        await self._sweep(conn)
+        return Attempt(tuple(await login_failures.add(conn, limits, now)))
 
-    def failed(self, username: str, peer: str) -> None:
-        now = time.monotonic()
-        for key in self._keys(username, peer):
-            self._failures.setdefault(key, deque()).append(now)
-            self._failures.move_to_end(key)
-        while len(self._failures) > MAX_TRACKED:
-            self._failures.popitem(last=False)
+    async def take_back(self, conn: AsyncConnection, attempt: Attempt) -> None:
+        """The password was right: the attempt is not a failure."""
+        await login_failures.remove(conn, attempt.row_ids)
 
-    def _keys(self, username: str, peer: str) -> list[tuple[str, str]]:
-        return [("user", username.casefold()), ("peer", peer)]
-
-    def _recent(self, key: tuple[str, str], now: float) -> deque[float] | None:
-        times = self._failures.get(key)
-        if times is None:
-            return None
-        while times and times[0] <= now - self._window:
-            times.popleft()
-        if not times:
-            del self._failures[key]
-            return None
-        return times
+    async def _sweep(self, conn: AsyncConnection) -> None:
+        """Now and then (once a window, per replica), forget the attempts no
+        window sees any more, so the table holds about two windows' worth."""
+        if time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + self._window.total_seconds()
+        await login_failures.delete_before(conn, utcnow() - self._window)
