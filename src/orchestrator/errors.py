@@ -83,6 +83,12 @@ class ResourceExhausted(OrchestratorError):
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class Aborted(OrchestratorError):
+    """The change conflicted with a concurrent one: try again."""
+
+    grpc_code = grpc.StatusCode.ABORTED
+
+
 class Unavailable(OrchestratorError):
     """The server is unavailable: try again."""
 
@@ -111,6 +117,7 @@ BY_CODE: dict[grpc.StatusCode, type[OrchestratorError]] = {
         Unauthenticated,
         PermissionDenied,
         ResourceExhausted,
+        Aborted,
         Unavailable,
         Unimplemented,
         Internal,

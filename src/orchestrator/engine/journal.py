@@ -3,19 +3,30 @@
 Events are appended in the same transaction as the change they describe and
 published to live followers only after the commit, so a follower never sees
 an event that could still roll back.
+
+`transact(body)` runs a transaction again, from the start and in a fresh
+`Changes`, when it lost a race with another (a deadlock, a serialization
+failure: ABORTED from the store), a bounded number of times;
+`transact_patiently(body)` keeps trying through outages too. The body must
+keep every effect in its `Changes` (events, after-commit callbacks) or in
+what it returns, so a try that rolled back leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.engine.events import E, EventHub
+from orchestrator.engine.retry import CONFLICT, CONFLICT_TRIES, OUTAGE
 from orchestrator.engine.run_state import RunState
+from orchestrator.errors import Aborted, Unavailable
 from orchestrator.model import (
     JsonObject,
     Task,
@@ -29,6 +40,10 @@ from orchestrator.store import events as event_store
 from orchestrator.store import runs as run_store
 from orchestrator.store.notify import notify
 from orchestrator.store.types import utcnow
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Changes:
@@ -98,6 +113,36 @@ class Journal:
         children queued, say), before it goes on."""
         if self.settle is not None:
             await self.settle(changes)
+
+    async def transact(self, body: Callable[[Changes], Awaitable[T]]) -> T:
+        """What `body` returns, once its transaction has committed; run again
+        after a conflict, up to CONFLICT_TRIES times in all (then Aborted)."""
+        tries = 1
+        while True:
+            try:
+                async with self.change() as changes:
+                    return await body(changes)
+            except Aborted as conflict:
+                if tries >= CONFLICT_TRIES:
+                    raise
+                cause = str(conflict.__cause__ or conflict).splitlines()[0]
+                log.info("transaction conflicted, running it again: %s", cause)
+                await asyncio.sleep(CONFLICT.delay(tries))
+                tries += 1
+
+    async def transact_patiently(self, body: Callable[[Changes], Awaitable[T]], what: str) -> T:
+        """`transact`, tried again and again until it goes through, for work
+        that must not be dropped: through conflicts that outlast its tries and
+        through a database outage. Ends only by going through or by being
+        cancelled."""
+        failures = 0
+        while True:
+            try:
+                return await self.transact(body)
+            except (Unavailable, Aborted) as failure:
+                failures += 1
+                log.warning("%s not written yet, trying again: %s", what, failure.message)
+            await asyncio.sleep(OUTAGE.delay(failures))
 
     @contextlib.asynccontextmanager
     async def change(self) -> AsyncIterator[Changes]:

@@ -5,6 +5,21 @@ finishing, the decision about its children, their tasks being queued and the
 run's events are committed together. That transaction is the checkpoint, so
 a server that dies at any point leaves either all of it or none of it, and a
 finished node never runs again.
+
+Lock order, for every transaction that touches runs and their tasks
+(PostgreSQL row locks; SQLite has a single writer):
+
+1. task rows first: the tasks the transaction is about (a worker's reports,
+   a claim, a user's cancel or update, the reaper's overdue tasks);
+   CancelWorkflowRun takes every task of its run, in id order, before the run;
+2. then the runs of those tasks, all at once and in id order (`settle`);
+3. then what the runs decide: children inserted (new rows nobody waits
+   for), the run's other tasks cancelled when it stops.
+
+Step 3's cancel is the one place a task row is taken after a run row: a node
+that fails and cancels a sibling whose own report holds that sibling and
+waits for the run is a deadlock no order removes. PostgreSQL breaks it by
+aborting one side, and `Journal.transact` runs that side again.
 """
 
 from __future__ import annotations
@@ -99,6 +114,11 @@ class RunDriver:
         """React to the events of node tasks in this transaction not yet seen,
         including those of tasks queued or cancelled while reacting. Called
         again later in the same transaction, it picks up where it stopped."""
+        pending = changes.node_events[changes.node_events_settled :]
+        await run_store.lock(
+            changes.conn,
+            {t.workflow_run_id for t, _ in pending if t.workflow_run_id} - changes.runs.keys(),
+        )
         while changes.node_events_settled < len(changes.node_events):
             task, event = changes.node_events[changes.node_events_settled]
             changes.node_events_settled += 1

@@ -11,7 +11,7 @@ from orchestrator.auth.identity import Identity
 from orchestrator.engine import pages
 from orchestrator.engine.events import EventHub
 from orchestrator.engine.graph import plan
-from orchestrator.engine.journal import Journal
+from orchestrator.engine.journal import Changes, Journal
 from orchestrator.engine.runs import RunDriver
 from orchestrator.engine.validation import MAX_DESCRIPTION, payload_problem
 from orchestrator.errors import (
@@ -122,10 +122,12 @@ class WorkflowEngine:
         workflow = await self.get(caller, workflow_id, version)
         if problem := payload_problem(run_input, self._max_payload):
             raise InvalidArgument.field("input", problem)
-        async with self._journal.change() as changes:
-            return await self._driver.start(
-                changes, str(uuid.uuid4()), workflow, workflow.owner_id, run_input
-            )
+        run_id = str(uuid.uuid4())
+
+        async def start(changes: Changes) -> WorkflowRun:
+            return await self._driver.start(changes, run_id, workflow, workflow.owner_id, run_input)
+
+        return await self._journal.transact(start)
 
     async def get_run(self, caller: Identity, run_id: str) -> WorkflowRun:
         async with self._db.read() as conn:
@@ -157,12 +159,17 @@ class WorkflowEngine:
     async def cancel_run(self, caller: Identity, run_id: str, reason: str) -> WorkflowRun:
         await self.get_run(caller, run_id)
         reason = reason or "cancelled by user"
-        async with self._journal.change() as changes:
+
+        async def cancel(changes: Changes) -> None:
+            # Tasks before their run: the order every transaction keeps (engine/runs.py).
+            await run_store.lock_tasks(changes.conn, run_id)
             state = await self._driver.state(changes, run_id)
             assert state is not None
             if not state.running:
                 raise FailedPrecondition(f"workflow run {run_id} is already {state.status.value}")
             await self._driver.stop(changes, state, RunStatus.CANCELLED, reason)
+
+        await self._journal.transact(cancel)
         return await self.get_run(caller, run_id)
 
     async def follow(

@@ -5,6 +5,9 @@ write. On SQLite a write transaction starts with BEGIN IMMEDIATE (a deferred
 one that later writes fails with SQLITE_BUSY at once in WAL mode, whatever
 the busy timeout), and writers in this process queue on a lock instead of
 spinning on the busy timeout.
+
+Both map the driver's failures on the way out (`failures.mapped`): an
+outage answers UNAVAILABLE, a lost race ABORTED, never a driver class.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
+
+from orchestrator.errors import Unavailable
+from orchestrator.store import failures
 
 Dialect = Literal["sqlite", "postgresql"]
 
@@ -62,32 +68,38 @@ class Database:
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A connection for reads; its implicit transaction ends on exit."""
-        if self.is_memory:
-            # A single shared connection: reads must not interleave with a write.
-            assert self._write_lock is not None
-            async with self._write_lock, self.engine.connect() as conn:
+        with failures.mapped():
+            if self.is_memory:
+                # A single shared connection: reads must not interleave with a write.
+                assert self._write_lock is not None
+                async with self._write_lock, self.engine.connect() as conn:
+                    yield conn
+                return
+            async with self.engine.connect() as conn:
                 yield conn
-            return
-        async with self.engine.connect() as conn:
-            yield conn
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A transaction that commits on a clean exit and rolls back on error."""
-        if self._write_lock is None:
-            async with self.engine.begin() as conn:
-                yield conn
-            return
-        async with self._write_lock, self.engine.connect() as conn:
-            await conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
-            async with conn.begin():
-                yield conn
+        with failures.mapped():
+            if self._write_lock is None:
+                async with self.engine.begin() as conn:
+                    yield conn
+                return
+            async with self._write_lock, self.engine.connect() as conn:
+                await conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+                async with conn.begin():
+                    yield conn
 
     async def ping(self) -> bool:
+        """Whether the database answers; a failure that is not an outage is
+        a bug and is raised."""
         try:
             async with self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
-        except Exception:
+        except Exception as error:
+            if not isinstance(failures.classify(error), Unavailable):
+                raise
             return False
         return True
 

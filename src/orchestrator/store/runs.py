@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +19,7 @@ from orchestrator.model import (
     WorkflowEventType,
     WorkflowRun,
 )
-from orchestrator.store.schema import run_nodes, workflow_events, workflow_runs
+from orchestrator.store.schema import run_nodes, tasks, workflow_events, workflow_runs
 from orchestrator.store.types import newer_first_after
 
 
@@ -104,6 +104,30 @@ async def get(conn: AsyncConnection, run_id: str, *, lock: bool = False) -> Work
         select(run_nodes).where(run_nodes.c.run_id == run_id).order_by(run_nodes.c.node_id)
     )
     return _run(row, [_node(n) for n in nodes])
+
+
+async def lock(conn: AsyncConnection, run_ids: Collection[str]) -> None:
+    """Hold these runs' rows until the transaction ends (PostgreSQL; SQLite
+    has one writer), taken in id order: two transactions that each need
+    several runs never wait for each other in a circle."""
+    if run_ids:
+        await conn.execute(
+            select(workflow_runs.c.id)
+            .where(workflow_runs.c.id.in_(sorted(run_ids)))
+            .order_by(workflow_runs.c.id)
+            .with_for_update()
+        )
+
+
+async def lock_tasks(conn: AsyncConnection, run_id: str) -> None:
+    """Hold the rows of the run's tasks until the transaction ends, taken in
+    id order, for a change that must take them before the run itself."""
+    of_run = select(run_nodes.c.task_id).where(
+        run_nodes.c.run_id == run_id, run_nodes.c.task_id.is_not(None)
+    )
+    await conn.execute(
+        select(tasks.c.id).where(tasks.c.id.in_(of_run)).order_by(tasks.c.id).with_for_update()
+    )
 
 
 async def page(
