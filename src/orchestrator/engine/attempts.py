@@ -72,6 +72,10 @@ class Attempts:
         self._on_retry_at = on_retry_at
         self._on_cancelled = on_cancelled
 
+    @property
+    def rules(self) -> AttemptRules:
+        return self._rules
+
     def _lease(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self._rules.lease_seconds)
 

@@ -11,6 +11,7 @@ from typing import Any
 from grpc import aio
 
 from orchestrator.auth import identity
+from orchestrator.channel import MAX_MESSAGE_BYTES
 from orchestrator.engine.dispatch import (
     Assign,
     Cancel,
@@ -130,6 +131,10 @@ class WorkerService(workers_pb2_grpc.WorkerServiceServicer):
                     # Rounded down: a worker must never beat less often than asked.
                     heartbeat_interval_seconds=max(1, int(self._heartbeat_seconds)),
                     lease_seconds=round(self._lease_seconds),
+                    # So the worker fails an output the server would refuse
+                    # instead of sending it (an oversized message ends the stream).
+                    max_payload_bytes=self._dispatcher.attempts.rules.max_payload_bytes,
+                    max_message_bytes=MAX_MESSAGE_BYTES,
                 )
             )
             while (item := await session.outbound.get()) is not None:

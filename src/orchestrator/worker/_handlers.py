@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from orchestrator.channel import MAX_MESSAGE_BYTES
+from orchestrator.engine.validation import payload_problem
 from orchestrator.proto import workers_pb2
 from orchestrator.structs import to_struct
 from orchestrator.worker._context import TaskContext
@@ -34,6 +36,31 @@ class Registration:
     is_async: bool
 
 
+@dataclass(frozen=True)
+class OutputLimits:
+    """What the server accepts as a task's output (0: not said). An output
+    over a limit fails its task here: sent, it would be refused, and one
+    over the message limit would end the stream and come back for ever."""
+
+    payload_bytes: int = 0
+    message_bytes: int = MAX_MESSAGE_BYTES
+
+    @classmethod
+    def of(cls, welcome: workers_pb2.Welcome) -> OutputLimits:
+        # This worker's channel sends nothing larger than MAX_MESSAGE_BYTES either.
+        message_bytes = min(welcome.max_message_bytes or MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES)
+        return cls(welcome.max_payload_bytes, message_bytes)
+
+    def problem(self, output: dict[str, Any], report: workers_pb2.WorkerMessage) -> str | None:
+        """Why the server would not take `report` (completing with `output`), or None."""
+        if self.payload_bytes and (problem := payload_problem(output, self.payload_bytes)):
+            return f"output {problem}"
+        size = report.ByteSize()
+        if size > self.message_bytes:
+            return f"output is {size} bytes, over the limit of {self.message_bytes}"
+        return None
+
+
 def registration(task_type: str, handler: Handler) -> Registration:
     if not isinstance(task_type, str) or not task_type.strip():
         raise ValueError(f"a task type is a non-empty string, got {task_type!r}")
@@ -45,7 +72,7 @@ def registration(task_type: str, handler: Handler) -> Registration:
 
 
 async def attempt(
-    registration: Registration, ctx: TaskContext, time_limit: int
+    registration: Registration, ctx: TaskContext, time_limit: int, limits: OutputLimits
 ) -> workers_pb2.WorkerMessage:
     """Run the handler (within `time_limit` seconds, if not 0) and return
     the report on how it went. CancelledError passes through only when the
@@ -66,7 +93,7 @@ async def attempt(
             return failure(ctx, f"timed out after {time_limit}s", permanent=False)
         log.debug("task %s (%s) raised", ctx.task_id, ctx.type, exc_info=True)
         return failure_from(ctx, exc)
-    return completion(ctx, result)
+    return completion(ctx, result, limits)
 
 
 async def invoke(registration: Registration, ctx: TaskContext) -> Any:
@@ -120,7 +147,7 @@ def running_threads() -> int:
     return sum(1 for thread in threading.enumerate() if thread.name.startswith(THREAD_PREFIX))
 
 
-def completion(ctx: TaskContext, result: Any) -> workers_pb2.WorkerMessage:
+def completion(ctx: TaskContext, result: Any, limits: OutputLimits) -> workers_pb2.WorkerMessage:
     """The report for a handler that returned `result`."""
     if result is None:
         result = {}
@@ -135,11 +162,14 @@ def completion(ctx: TaskContext, result: Any) -> workers_pb2.WorkerMessage:
         output = to_struct(result)
     except ValueError as exc:
         return failure(ctx, f"handler for {ctx.type!r} returned bad output: {exc}", False)
-    return workers_pb2.WorkerMessage(
+    report = workers_pb2.WorkerMessage(
         complete=workers_pb2.TaskComplete(
             task_id=ctx.task_id, fencing_token=ctx.fencing_token, output=output
         )
     )
+    if problem := limits.problem(result, report):
+        return failure(ctx, problem, permanent=True)
+    return report
 
 
 def failure_from(ctx: TaskContext, exc: Exception) -> workers_pb2.WorkerMessage:

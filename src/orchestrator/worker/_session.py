@@ -20,7 +20,7 @@ from grpc import aio
 from orchestrator.proto import workers_pb2
 from orchestrator.structs import to_dict
 from orchestrator.worker._context import TaskContext
-from orchestrator.worker._handlers import Registration, attempt, failure, release
+from orchestrator.worker._handlers import OutputLimits, Registration, attempt, failure, release
 from orchestrator.worker._outbox import Outbox
 from orchestrator.worker._stop import StopRequest, first_of
 
@@ -79,6 +79,7 @@ class Session:
         self._drain = asyncio.Event()
         self._written = asyncio.Event()
         self._accepting = True
+        self._limits = OutputLimits()
 
     async def handshake(self) -> workers_pb2.Welcome:
         """Say hello and return the welcome; AioRpcError if the server
@@ -95,6 +96,7 @@ class Session:
         return first.welcome
 
     async def serve(self, welcome: workers_pb2.Welcome) -> Outcome:
+        self._limits = OutputLimits.of(welcome)
         interval = welcome.heartbeat_interval_seconds or DEFAULT_HEARTBEAT_SECONDS
         if welcome.lease_seconds and interval >= welcome.lease_seconds:
             log.warning(
@@ -250,7 +252,7 @@ class Session:
             ctx.max_attempts,
         )
         try:
-            report = await attempt(registration, ctx, time_limit)
+            report = await attempt(registration, ctx, time_limit, self._limits)
             if ctx._finish(report):
                 elapsed = time.monotonic() - started
                 if report.WhichOneof("kind") == "complete":
