@@ -20,6 +20,7 @@ from orchestrator.auth import AuthGate, JwtManager
 from orchestrator.auth.passwords import LoginQueue
 from orchestrator.config import Settings
 from orchestrator.engine.accounts import Accounts
+from orchestrator.engine.credentials import CredentialWatch
 from orchestrator.engine.runtime import Engine
 from orchestrator.engine.throttle import LoginThrottle
 from orchestrator.proto import (
@@ -38,6 +39,7 @@ from orchestrator.services.auth import AuthService
 from orchestrator.services.errors import ErrorInterceptor
 from orchestrator.services.health import HealthService, StandardHealth
 from orchestrator.services.shutdown import Shutdown
+from orchestrator.services.streams import Streams
 from orchestrator.services.tasks import TaskService
 from orchestrator.services.workers import WorkerService
 from orchestrator.services.workflows import WorkflowService
@@ -112,11 +114,13 @@ class Server:
             per_peer=settings.login_max_failures * 4,
             window_seconds=settings.login_window_seconds,
         )
+        watch = CredentialWatch(database, settings.replica_id)
         accounts = Accounts(
             database,
             jwt,
             settings.refresh_token_expiration_seconds,
             throttle,
+            watch,
             login_queue=LoginQueue(settings.login_hash_queue),
             refresh_reuse_seconds=settings.refresh_reuse_seconds,
         )
@@ -133,14 +137,14 @@ class Server:
         self._health = HealthService(database, self._shutdown, settings.replica_id)
         health_pb2_grpc.add_HealthServiceServicer_to_server(self._health, server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(accounts), server)
-        engine = Engine(database, settings)
+        engine = Engine(database, settings, watch)
         self._engine = engine
-        accounts.on_revoked = engine.dispatcher.end_revoked
+        streams = Streams(self._shutdown, watch)
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(
-            TaskService(engine.tasks, self._shutdown, settings.default_max_attempts), server
+            TaskService(engine.tasks, streams, settings.default_max_attempts), server
         )
         workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(
-            WorkflowService(engine.workflows, self._shutdown), server
+            WorkflowService(engine.workflows, streams), server
         )
         workers_pb2_grpc.add_WorkerServiceServicer_to_server(
             WorkerService(engine.dispatcher, settings.heartbeat_seconds, settings.lease_seconds),

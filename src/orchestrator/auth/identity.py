@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from orchestrator.errors import PermissionDenied, Unauthenticated
+from orchestrator.model import Credential
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,13 @@ class Identity:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def credential_key(self) -> Credential:
+        """The credential to re-check while a stream of this caller lives."""
+        if self.credential == "api_token":
+            return Credential("api_token", self.user_id, self.token_id or "")
+        return Credential("session", self.user_id, self.session_id or "")
 
     def revoked_by(self, revocation: Revocation) -> bool:
         """Whether this credential stops working because of `revocation`."""

@@ -5,11 +5,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.auth import passwords
@@ -17,6 +15,7 @@ from orchestrator.auth.identity import Identity, Revocation
 from orchestrator.auth.tokens import JwtManager, new_refresh_token
 from orchestrator.engine import pages
 from orchestrator.engine.api_tokens import ApiTokens, is_api_token
+from orchestrator.engine.credentials import CredentialWatch
 from orchestrator.engine.throttle import LoginThrottle
 from orchestrator.errors import (
     FailedPrecondition,
@@ -70,6 +69,7 @@ class Accounts:
         jwt: JwtManager,
         refresh_ttl_seconds: int,
         throttle: LoginThrottle,
+        credentials: CredentialWatch,
         *,
         login_queue: passwords.LoginQueue,
         refresh_reuse_seconds: float,
@@ -80,16 +80,15 @@ class Accounts:
         # Two refreshes of one token this close together are a client racing
         # itself, not a stolen token: the loser is refused, the family is kept.
         self._refresh_reuse = timedelta(seconds=refresh_reuse_seconds)
-        # Open streams (workers) using a credential that stops working are
-        # told at once; the server points this at the dispatcher.
-        self.on_revoked: Callable[[Revocation], None] = lambda _revocation: None
+        # Ends the open streams of a credential that stops working.
+        self._credentials = credentials
         # session id -> (user id, role, valid until): see authenticate(). Only
         # on SQLite, where this is the one replica and so sees every change;
         # replicas sharing PostgreSQL ask the database every time.
         self._cache_live = database.dialect == "sqlite"
         self._live: dict[str, tuple[str, str, float]] = {}
         self._generation = 0
-        self.api_tokens = ApiTokens(database, lambda revocation: self.on_revoked(revocation))
+        self.api_tokens = ApiTokens(database, credentials)
         self._jwt = jwt
         self._refresh_ttl = timedelta(seconds=refresh_ttl_seconds)
 
@@ -137,7 +136,7 @@ class Accounts:
                 extra={"user_id": session.user_id},
             )
             await session_store.revoke_family(conn, session.family_id)
-            self._forget_after_commit(conn, Revocation(session_id=session.family_id))
+            await self._revoke(conn, Revocation(session_id=session.family_id))
         return None
 
     async def logout(self, identity: Identity, refresh_token: str) -> None:
@@ -147,10 +146,10 @@ class Accounts:
                 if session is None or session.user_id != identity.user_id:
                     raise Unauthenticated()
                 await session_store.revoke_family(conn, session.family_id)
-                self._forget_after_commit(conn, Revocation(session_id=session.family_id))
+                await self._revoke(conn, Revocation(session_id=session.family_id))
             elif identity.session_id:
                 await session_store.revoke_family(conn, identity.session_id)
-                self._forget_after_commit(conn, Revocation(session_id=identity.session_id))
+                await self._revoke(conn, Revocation(session_id=identity.session_id))
 
     async def authenticate(self, token: str) -> Identity:
         if is_api_token(token):
@@ -179,18 +178,18 @@ class Accounts:
             raise Unauthenticated()
         return Identity(user_id=claims.user_id, role=role, session_id=claims.session_id)
 
-    def _forget_after_commit(self, conn: AsyncConnection, revocation: Revocation) -> None:
-        """Forget once the revocation is committed: a call checked in between
-        would otherwise read (and keep) the state from before it."""
-
-        def forget(_session: object) -> None:
-            self._forget(
+    async def _revoke(self, conn: AsyncConnection, revocation: Revocation) -> None:
+        """Cached checks are forgotten once the revocation is committed: a
+        call checked in between would otherwise read (and keep) the state
+        from before it."""
+        await self._credentials.revoke(
+            conn,
+            revocation,
+            then=lambda: self._forget(
                 session_id=revocation.session_id,
                 user_id=revocation.user_id or revocation.sessions_of,
-            )
-            self.on_revoked(revocation)
-
-        event.listen(conn.sync_connection, "commit", forget, once=True)
+            ),
+        )
 
     def _forget(self, *, session_id: str | None = None, user_id: str | None = None) -> None:
         self._generation += 1
@@ -229,7 +228,7 @@ class Accounts:
             await user_store.set_disabled(conn, user_id, disabled)
             if disabled:
                 await session_store.revoke_user(conn, user_id)
-                self._forget_after_commit(conn, Revocation(user_id=user_id))
+                await self._revoke(conn, Revocation(user_id=user_id))
         return await self.get_user(user_id)
 
     async def reset_password(self, user_id: str, password: str) -> User:
@@ -241,7 +240,7 @@ class Accounts:
             await user_store.set_password(conn, user_id, password_hash)
             # Whoever knew the old password must not keep a session.
             await session_store.revoke_user(conn, user_id)
-            self._forget_after_commit(conn, Revocation(sessions_of=user_id))
+            await self._revoke(conn, Revocation(sessions_of=user_id))
         return await self.get_user(user_id)
 
     async def get_user_by_name(self, username: str) -> User:

@@ -6,10 +6,10 @@ import hashlib
 import re
 import secrets
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 
 from orchestrator.auth.identity import Identity, Revocation
+from orchestrator.engine.credentials import CredentialWatch
 from orchestrator.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated
 from orchestrator.store import Database
 from orchestrator.store import api_tokens as token_store
@@ -35,9 +35,9 @@ def _digest(token: str) -> str:
 
 
 class ApiTokens:
-    def __init__(self, database: Database, on_revoked: Callable[[Revocation], None]) -> None:
+    def __init__(self, database: Database, credentials: CredentialWatch) -> None:
         self._db = database
-        self._on_revoked = on_revoked
+        self._credentials = credentials
 
     async def create(
         self, caller: Identity, name: str, scope: str, expires_in_seconds: int
@@ -83,9 +83,9 @@ class ApiTokens:
             if token is None or not (caller.is_admin or token.owner_id == caller.user_id):
                 raise NotFound(f"API token {token_id} not found")
             await token_store.revoke(conn, token_id)
+            await self._credentials.revoke(conn, Revocation(token_id=token_id))
             revoked = await token_store.by_id(conn, token_id)
         assert revoked is not None
-        self._on_revoked(Revocation(token_id=token_id))
         return revoked
 
     async def authenticate(self, secret: str) -> Identity:

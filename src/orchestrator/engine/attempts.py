@@ -9,6 +9,7 @@ arrives in the record once, whoever sends it and however late.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,8 @@ from orchestrator.engine.reports import (
 from orchestrator.engine.retry import Backoff
 from orchestrator.engine.validation import payload_problem
 from orchestrator.errors import FailedPrecondition
-from orchestrator.model import JsonObject, Task, TaskEventType, TaskStatus
+from orchestrator.model import Credential, JsonObject, Task, TaskEventType, TaskStatus
+from orchestrator.store import credentials as credential_store
 from orchestrator.store import tasks as task_store
 from orchestrator.store.locks import REAPER_LOCK, try_lock
 
@@ -46,6 +48,8 @@ class Refill:
     types: Sequence[str]
     owner_id: str | None
     limit: int
+    # The worker's credential: nothing is claimed once it stops working.
+    credential: Credential
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,8 @@ class Attempts:
     async def claim(self, tx: Changes, refill: Refill) -> list[Task]:
         """Up to `refill.limit` queued tasks, now RUNNING on the worker."""
         if refill.limit <= 0:
+            return []
+        if not await credential_store.hold(tx.conn, refill.credential, tx.now):
             return []
         claimed = await task_store.claim(
             tx.conn,
@@ -237,18 +243,20 @@ class Attempts:
         tx.record(task, TaskEventType.REQUEUED, message=reason)
 
     async def requeue_worker(self, worker_id: str, reason: str) -> int:
-        async with self._journal.change() as tx:
+        async def requeue(tx: Changes) -> int:
             held = await task_store.held_by(tx.conn, worker_id)
             for task in held:
                 with contextlib.suppress(FailedPrecondition):  # finished meanwhile
                     await self._requeue(tx, task, reason)
-        return len(held)
+            return len(held)
+
+        return await self._journal.transact(requeue)
 
     async def reap(self) -> int:
         """Fail attempts past their timeout; re-queue tasks whose lease ran
         out. Returns how many tasks it touched."""
-        timed_out: list[tuple[Task, str]] = []
-        async with self._journal.change() as tx:
+
+        async def reap(tx: Changes) -> int:
             if not await try_lock(tx.conn, REAPER_LOCK):
                 return 0  # another replica is reaping right now
             overdue = await task_store.overdue(tx.conn, tx.now, _REAP_BATCH)
@@ -258,16 +266,18 @@ class Attempts:
                     if task.deadline_at is not None and task.deadline_at < tx.now:
                         error = f"timed out after {task.timeout_seconds}s"
                         await self._fail(tx, task, error, permanent=False)
-                        timed_out.append((task, error))
+                        tx.after_commit.append(functools.partial(self._on_cancelled, task, error))
                     else:
                         await self._requeue(tx, task, "lease expired")
-        for task, error in timed_out:
-            self._on_cancelled(task, error)
-        if overdue:
-            log.info("reaped overdue tasks", extra={"count": len(overdue)})
-            # Re-queued work should not wait for the dispatcher's next poll.
-            self._on_retry_at(tx.now)
-        return len(overdue)
+            if overdue:
+                # Re-queued work should not wait for the dispatcher's next poll.
+                tx.after_commit.append(functools.partial(self._on_retry_at, tx.now))
+            return len(overdue)
+
+        reaped = await self._journal.transact(reap)
+        if reaped:
+            log.info("reaped overdue tasks", extra={"count": reaped})
+        return reaped
 
     async def _current(
         self,

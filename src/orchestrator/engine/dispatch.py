@@ -11,20 +11,29 @@ they free are refilled in that same transaction.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from orchestrator.auth.identity import Identity, Revocation
+from orchestrator.auth.identity import Identity
 from orchestrator.engine.attempts import AttemptRules, Attempts, Refill
-from orchestrator.engine.journal import Journal
+from orchestrator.engine.credentials import CredentialWatch
+from orchestrator.engine.journal import Changes, Journal
 from orchestrator.engine.reports import FINISHING, AboutTask, Heartbeat, Release, Report
 from orchestrator.engine.validation import type_problem
-from orchestrator.errors import FailedPrecondition, FieldViolation, InvalidArgument
-from orchestrator.model import Task
+from orchestrator.errors import (
+    Aborted,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    Unavailable,
+)
+from orchestrator.model import Task, TaskStatus
+from orchestrator.store import tasks as task_store
 from orchestrator.store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -90,6 +99,8 @@ class WorkerSession:
     outbound: asyncio.Queue[Outbound] = field(default_factory=asyncio.Queue)
     # None: the worker closed its side.
     inbox: asyncio.Queue[Report | None] = field(default_factory=lambda: asyncio.Queue(INBOX_SIZE))
+    # Stops the credential watch from ending this session.
+    release: Callable[[], None] = lambda: None
 
     @property
     def free(self) -> int:
@@ -101,7 +112,9 @@ class WorkerSession:
 
 def _refill(session: WorkerSession, free: int) -> Refill:
     limit = 0 if session.draining else min(free, _CLAIM_BATCH)
-    return Refill(session.id, session.task_types, session.owner_filter, limit)
+    return Refill(
+        session.id, session.task_types, session.owner_filter, limit, session.identity.credential_key
+    )
 
 
 def check_hello(name: str, task_types: Sequence[str], slots: int) -> None:
@@ -122,13 +135,17 @@ def check_hello(name: str, task_types: Sequence[str], slots: int) -> None:
 
 
 class Dispatcher:
-    def __init__(self, journal: Journal, rules: AttemptRules) -> None:
+    def __init__(self, journal: Journal, rules: AttemptRules, credentials: CredentialWatch) -> None:
         self._journal = journal
+        self._credentials = credentials
         self.attempts = Attempts(
             journal, rules, on_retry_at=self.wake_at, on_cancelled=self.cancel_assignment
         )
         self._sessions: dict[str, WorkerSession] = {}
         self._wake = asyncio.Event()
+        # Held tasks that changed on another replica, for the recheck loop.
+        self._changed: set[str] = set()
+        self._changed_wake = asyncio.Event()
         self._draining = False
 
     @property
@@ -163,8 +180,13 @@ class Dispatcher:
             refill = _refill(session, session.free)
             session.claiming = True
             try:
-                async with self._journal.change() as tx:
-                    claimed = await self.attempts.claim(tx, refill)
+                claimed = await self._journal.transact(
+                    functools.partial(self.attempts.claim, refill=refill)
+                )
+            except (Unavailable, Aborted) as failure:
+                # The poll, or the next wake, tries again.
+                log.warning("no tasks claimed this round: %s", failure.message)
+                return
             finally:
                 session.claiming = False
             await self._hand_out(session, claimed)
@@ -198,6 +220,7 @@ class Dispatcher:
             connected_at=utcnow(),
         )
         self._sessions[session.id] = session
+        session.release = self._credentials.hold(caller, lambda: self._revoke(session))
         log.info(
             "worker connected",
             extra={
@@ -211,6 +234,7 @@ class Dispatcher:
         return session
 
     async def unregister(self, session: WorkerSession) -> None:
+        session.release()
         self._sessions.pop(session.id, None)
         requeued = await self.attempts.requeue_worker(session.id, "worker disconnected")
         log.info("worker disconnected", extra={"worker_id": session.id, "requeued": requeued})
@@ -234,32 +258,44 @@ class Dispatcher:
 
     async def _apply(self, session: WorkerSession, batch: list[Report]) -> None:
         """One transaction for the batch. A report about an attempt that is no
-        longer current is answered with a rejection and recorded nowhere."""
+        longer current is answered with a rejection and recorded nowhere.
+
+        A database failure never ends the worker's stream: the batch is tried
+        again, whole and in order, until it goes through (a lost race at
+        once, an outage until the database is back). Reports whose attempt
+        was reaped meanwhile (lease expired) are then refused like any stale
+        one; reports that arrive meanwhile wait behind it."""
         if any(isinstance(report, Release) for report in batch):
             # Workers hand work back only when they are stopping.
             session.draining = True
+
+        async def record(tx: Changes, refill: bool) -> tuple[list[tuple[Report, str]], list[Task]]:
+            refused: list[tuple[Report, str]] = []
+            for report in batch:
+                try:
+                    await self.attempts.apply(tx, session.id, report)
+                except FailedPrecondition as refusal:
+                    refused.append((report, refusal.message))
+            # A finished node's children are queued now, so the slot it
+            # freed can take one of them in this same transaction.
+            await self._journal.settle_now(tx)
+            if not refill:
+                return refused, []
+            ending: list[AboutTask] = [r for r in batch if isinstance(r, FINISHING)]
+            ending += [r for r, _ in refused if not isinstance(r, Heartbeat)]
+            freed = {r.task_id for r in ending if session.holds(r.task_id, r.fencing_token)}
+            free = session.slots - len(session.in_flight.keys() - freed)
+            return refused, await self.attempts.claim(tx, _refill(session, free))
+
         # The dispatch loop may be claiming for this worker already.
         refill_here = not session.claiming
         if refill_here:
             session.claiming = True
-        refused: list[tuple[Report, str]] = []
-        claimed: list[Task] = []
         try:
-            async with self._journal.change() as tx:
-                for report in batch:
-                    try:
-                        await self.attempts.apply(tx, session.id, report)
-                    except FailedPrecondition as refusal:
-                        refused.append((report, refusal.message))
-                # A finished node's children are queued now, so the slot it
-                # freed can take one of them in this same transaction.
-                await self._journal.settle_now(tx)
-                if refill_here:
-                    ending: list[AboutTask] = [r for r in batch if isinstance(r, FINISHING)]
-                    ending += [r for r, _ in refused if not isinstance(r, Heartbeat)]
-                    freed = {r.task_id for r in ending if session.holds(r.task_id, r.fencing_token)}
-                    free = session.slots - len(session.in_flight.keys() - freed)
-                    claimed = await self.attempts.claim(tx, _refill(session, free))
+            refused, claimed = await self._journal.transact_patiently(
+                functools.partial(record, refill=refill_here),
+                f"reports of worker {session.id}",
+            )
         finally:
             if refill_here:
                 session.claiming = False
@@ -287,13 +323,62 @@ class Dispatcher:
         self._free(session, task.id, task.fencing_token)
         session.outbound.put_nowait(Cancel(task.id, task.fencing_token, reason))
 
-    def end_revoked(self, revocation: Revocation) -> None:
-        """End the streams of workers whose credential was just revoked; their
-        tasks go back to the queue as they disconnect."""
-        for session in self._sessions.values():
-            if session.identity.revoked_by(revocation):
-                session.draining = True
-                session.outbound.put_nowait(Revoked())
+    def _revoke(self, session: WorkerSession) -> None:
+        """The worker's credential stopped working: its stream ends, and its
+        tasks go back to the queue as it disconnects."""
+        session.draining = True
+        session.outbound.put_nowait(Revoked())
+
+    def changed_elsewhere(self, task_ids: Collection[str]) -> None:
+        """Another replica changed these tasks (NOTIFY; "*": maybe any)."""
+        held = {t for session in self._sessions.values() for t in session.in_flight}
+        changed = held if "*" in task_ids else held.intersection(task_ids)
+        if changed:
+            self._changed |= changed
+            self._changed_wake.set()
+
+    async def run_rechecks(self) -> None:
+        """Recheck what NOTIFY named at once, and everything every second."""
+        while True:
+            try:
+                await asyncio.wait_for(self._changed_wake.wait(), POLL_SECONDS)
+                self._changed_wake.clear()
+                changed, self._changed = self._changed, set()
+                await self.recheck(changed)
+            except TimeoutError:
+                await self.recheck()
+            except Exception:
+                log.exception("recheck of held tasks failed")
+
+    async def recheck(self, task_ids: Collection[str] | None = None) -> None:
+        """Tell workers to stop attempts that are no longer theirs: cancelled,
+        timed out or re-queued, by this replica or any other. NOTIFY names
+        the tasks that changed elsewhere; a pass over all every second
+        catches what a lost NOTIFY would miss."""
+        held = {
+            task_id: (session, fencing)
+            for session in self._sessions.values()
+            for task_id, fencing in session.in_flight.items()
+            if task_ids is None or task_id in task_ids
+        }
+        if not held:
+            return
+        async with self._journal.database.read() as conn:
+            current = await task_store.attempts(conn, list(held))
+        for task_id, (session, fencing) in held.items():
+            row = current.get(task_id)
+            if (
+                row is not None
+                and row.status is TaskStatus.RUNNING
+                and row.worker_id == session.id
+                and row.fencing_token == fencing
+            ):
+                continue
+            if not session.holds(task_id, fencing):
+                continue  # its report was applied meanwhile
+            self._free(session, task_id, fencing)
+            reason = (row.error if row else "") or "the attempt is no longer current"
+            session.outbound.put_nowait(Cancel(task_id, fencing, reason))
 
     def drain(self, reason: str) -> None:
         """Stop handing out work and ask every worker to finish up."""

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from orchestrator.config import Settings
 from orchestrator.engine.attempts import AttemptRules
+from orchestrator.engine.credentials import CredentialWatch
 from orchestrator.engine.dispatch import Dispatcher
 from orchestrator.engine.events import EventHub
 from orchestrator.engine.journal import Journal
@@ -25,7 +26,9 @@ log = logging.getLogger(__name__)
 
 
 class Engine:
-    def __init__(self, database: Database, settings: Settings) -> None:
+    def __init__(
+        self, database: Database, settings: Settings, credentials: CredentialWatch
+    ) -> None:
         self.task_events: EventHub[TaskEvent] = EventHub(settings.stream_buffer_size)
         self.run_events: EventHub[WorkflowEvent] = EventHub(settings.stream_buffer_size)
         journal = Journal(database, self.task_events, self.run_events)
@@ -41,7 +44,9 @@ class Engine:
                 backoff=Backoff(settings.retry_base_seconds, settings.retry_max_seconds),
                 max_lost_deliveries=settings.max_lost_deliveries,
             ),
+            credentials,
         )
+        self._credentials = credentials
         self.tasks = TaskEngine(
             database,
             journal,
@@ -74,6 +79,8 @@ class Engine:
             asyncio.create_task(
                 _every(self._reap_every, self.dispatcher.attempts.reap), name="lease-reaper"
             ),
+            asyncio.create_task(self.dispatcher.run_rechecks(), name="held-task-checks"),
+            asyncio.create_task(self._credentials.run(), name="credential-checks"),
         ]
         if self._listen_dsn:
             self._loops.append(
@@ -83,6 +90,7 @@ class Engine:
                         self._replica_id,
                         self.dispatcher.wake,
                         self._poke,
+                        self._credentials.check_soon,
                     ),
                     name="pg-listener",
                 )
@@ -91,6 +99,7 @@ class Engine:
     def _poke(self, keys: list[str]) -> None:
         self.task_events.poke(keys)
         self.run_events.poke(keys)
+        self.dispatcher.changed_elsewhere(keys)
 
     async def stop(self) -> None:
         for loop in self._loops:

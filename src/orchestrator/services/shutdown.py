@@ -1,15 +1,9 @@
-"""The server's "shutting down" signal, as open streams see it: each one
-ends with UNAVAILABLE instead of holding the shutdown up."""
+"""The server's "shutting down" signal: open streams end with UNAVAILABLE
+instead of holding the shutdown up (see streams.py)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import TypeVar
-
-from orchestrator.errors import Unavailable
-
-T = TypeVar("T")
 
 SHUTTING_DOWN = "server shutting down"
 
@@ -25,32 +19,9 @@ class Shutdown:
     def started(self) -> bool:
         return self._event.is_set()
 
+    @property
+    def event(self) -> asyncio.Event:
+        return self._event
+
     async def wait(self) -> None:
         await self._event.wait()
-
-    async def guard(self, source: AsyncIterator[T]) -> AsyncIterator[T]:
-        """Items of `source` until it ends or shutdown begins; then UNAVAILABLE."""
-        stop = asyncio.ensure_future(self._event.wait())
-        step: asyncio.Future[T] | None = None
-        try:
-            while True:
-                step = asyncio.ensure_future(anext(source))
-                await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
-                if not step.done():
-                    raise Unavailable(SHUTTING_DOWN)
-                try:
-                    item = step.result()
-                except StopAsyncIteration:
-                    return
-                yield item
-        finally:
-            # Also when the caller went away: nothing may go on reading for it.
-            stop.cancel()
-            if step is not None:
-                # Cancelled if pending; either way its outcome is collected,
-                # so nothing is left unretrieved.
-                step.cancel()
-                await asyncio.gather(step, return_exceptions=True)
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                await aclose()

@@ -14,7 +14,7 @@ from orchestrator.model import NewTask
 from orchestrator.proto import tasks_pb2, tasks_pb2_grpc
 from orchestrator.services.convert import from_struct
 from orchestrator.services.convert_tasks import event_message, status_domain, task_message
-from orchestrator.services.shutdown import Shutdown
+from orchestrator.services.streams import Streams
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -42,9 +42,9 @@ def _field(task: tasks_pb2.Task, path: str) -> Any:
 
 
 class TaskService(tasks_pb2_grpc.TaskServiceServicer):
-    def __init__(self, engine: TaskEngine, shutdown: Shutdown, default_max_attempts: int) -> None:
+    def __init__(self, engine: TaskEngine, streams: Streams, default_max_attempts: int) -> None:
         self._engine = engine
-        self._shutdown = shutdown
+        self._streams = streams
         self._default_max_attempts = default_max_attempts
 
     async def CreateTask(
@@ -109,7 +109,7 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
         caller = identity.current()
         after = await self._engine.execute(caller, request.id)
         events = self._engine.follow(caller, request.id, after, one_execution=True)
-        async for event in self._shutdown.guard(events):
+        async for event in self._streams.guard(caller, events):
             yield event_message(event)
 
     async def WatchTask(
@@ -119,5 +119,5 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
         events = self._engine.follow(
             caller, request.id, request.after_sequence, one_execution=False
         )
-        async for event in self._shutdown.guard(events):
+        async for event in self._streams.guard(caller, events):
             yield event_message(event)

@@ -18,15 +18,15 @@ from orchestrator.services.convert_workflows import (
     run_status_domain,
     workflow_message,
 )
-from orchestrator.services.shutdown import Shutdown
+from orchestrator.services.streams import Streams
 
 Context = aio.ServicerContext[Any, Any]
 
 
 class WorkflowService(workflows_pb2_grpc.WorkflowServiceServicer):
-    def __init__(self, engine: WorkflowEngine, shutdown: Shutdown) -> None:
+    def __init__(self, engine: WorkflowEngine, streams: Streams) -> None:
         self._engine = engine
-        self._shutdown = shutdown
+        self._streams = streams
 
     async def CreateWorkflow(
         self, request: workflows_pb2.CreateWorkflowRequest, context: Context
@@ -85,7 +85,8 @@ class WorkflowService(workflows_pb2_grpc.WorkflowServiceServicer):
         run = await self._engine.start(
             caller, request.workflow_id, request.version, from_struct(request.input)
         )
-        async for event in self._shutdown.guard(self._engine.follow(caller, run.id, 0)):
+        events = self._engine.follow(caller, run.id, 0)
+        async for event in self._streams.guard(caller, events):
             yield event_message(event)
 
     async def GetWorkflowRun(
@@ -110,8 +111,9 @@ class WorkflowService(workflows_pb2_grpc.WorkflowServiceServicer):
     async def WatchWorkflowRun(
         self, request: workflows_pb2.WatchWorkflowRunRequest, context: Context
     ) -> AsyncIterator[workflows_pb2.WorkflowEvent]:
-        events = self._engine.follow(identity.current(), request.id, request.after_sequence)
-        async for event in self._shutdown.guard(events):
+        caller = identity.current()
+        events = self._engine.follow(caller, request.id, request.after_sequence)
+        async for event in self._streams.guard(caller, events):
             yield event_message(event)
 
     async def CancelWorkflowRun(

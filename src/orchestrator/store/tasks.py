@@ -25,6 +25,8 @@ from orchestrator.store.schema import tasks
 from orchestrator.store.types import newer_first_after
 
 NEXT_SEQUENCE = tasks.c.last_sequence + 1
+# Ids per IN list: well under SQLite's limit of bound parameters.
+_IN_CHUNK = 500
 
 
 def _task(row: Any) -> Task:
@@ -303,3 +305,13 @@ async def set_deadlines(conn: AsyncConnection, deadlines: Sequence[tuple[str, da
             .values(deadline_at=bindparam("deadline")),
             [{"task_id": task_id, "deadline": deadline} for task_id, deadline in deadlines],
         )
+
+
+async def attempts(conn: AsyncConnection, task_ids: Sequence[str]) -> dict[str, Task]:
+    """The tasks with these ids, as they are now (missing ones left out)."""
+    found: dict[str, Task] = {}
+    for start in range(0, len(task_ids), _IN_CHUNK):
+        chunk = task_ids[start : start + _IN_CHUNK]
+        for row in await conn.execute(select(tasks).where(tasks.c.id.in_(chunk))):
+            found[row.id] = _task(row)
+    return found
