@@ -64,6 +64,8 @@ class SessionFile:
     def __init__(self, directory: str | Path | None = None) -> None:
         self.directory = Path(directory) if directory is not None else config_dir()
         self.path = self.directory / SESSION_FILE
+        # Taken around a refresh (see `exclusive`).
+        self.lock_path = self.directory / _LOCK_FILE
 
     def __repr__(self) -> str:
         return f"SessionFile({str(self.directory)!r})"
@@ -107,7 +109,7 @@ class SessionFile:
     async def exclusive(self) -> AsyncIterator[None]:
         """Held by one process at a time, around a refresh."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        descriptor = os.open(self.directory / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        descriptor = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             # In a thread: another process may hold it for the length of a call.
             await asyncio.to_thread(fcntl.flock, descriptor, fcntl.LOCK_EX)
