@@ -159,6 +159,28 @@ async def test_handing_a_task_back_is_not_losing_it(admin: Client) -> None:
     assert (done.status, done.attempt) == (SUCCEEDED, 1)
 
 
+@SHORT_LEASE
+async def test_a_worker_stopped_cleanly_hands_back_without_counting(
+    admin: Client, start_worker: WorkerFactory
+) -> None:
+    task = await admin.create("sleep", {"seconds": 2})
+    execution = admin.execute_call(task.id)
+
+    for _ in range(3):  # more clean stops than the two losses allowed
+        worker = await start_worker("--demo", "--slots", "1", "--grace", "0.1")
+        await asyncio.to_thread(worker.wait_for_log, rf"task {task.id} \(sleep\) started", 15)
+        worker.terminate()
+        requeued = (await read_until(execution, of_type("REQUEUED")))[-1]
+        assert requeued.message == "handed back by worker"
+        assert await asyncio.to_thread(worker.wait, 30) == 0, worker.log
+    await start_worker("--demo", "--slots", "1")
+    rest = await read_rest(execution)
+
+    assert kinds(rest)[0] == "STARTED" and kinds(rest)[-1] == "SUCCEEDED"
+    assert "REQUEUED" not in kinds(rest)
+    assert (await admin.get(task.id)).status == SUCCEEDED
+
+
 # -- oversized outputs -------------------------------------------------------------
 
 

@@ -5,6 +5,9 @@ on a task that is gone; once the run has ended, they are ordinary tasks."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import Any
+
 import grpc
 
 from orchestrator.proto import tasks_pb2, workers_pb2
@@ -44,7 +47,7 @@ async def test_a_running_runs_tasks_are_refused_and_the_run_still_completes(
     by_id = nodes_of(await flows.run(run_id))
     done_task, waiting_task = by_id["a"].task_id, by_id["b"].task_id
 
-    attempts = {
+    attempts: dict[str, Awaitable[Any]] = {
         "delete the waiting node's task": admin.tasks.DeleteTask(
             tasks_pb2.DeleteTaskRequest(id=waiting_task), metadata=admin.metadata, timeout=30
         ),
