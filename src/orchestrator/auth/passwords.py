@@ -40,8 +40,10 @@ class LoginQueue:
     """At most `size` logins at a time waiting for a password check or doing
     one; the next is refused at once rather than queued. So a flood of
     logins costs its senders refusals, not everyone else a wait: a login let
-    in has at most `size - 1` checks ahead of it on HASHING_THREADS threads,
-    a bounded delay."""
+    in has at most `size - 1` checks of other logins ahead of it, plus one a
+    thread whose caller hung up while it ran (a check not yet begun is
+    dropped with its caller; one under way runs to its end), so it is
+    answered within about `size + 1` check times on one thread."""
 
     def __init__(self, size: int) -> None:
         self._size = size
