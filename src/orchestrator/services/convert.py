@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+if TYPE_CHECKING:
+    from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
+
+Wire = TypeVar("Wire", bound=int)
+Domain = TypeVar("Domain", bound=StrEnum)
 
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -30,3 +37,24 @@ def from_struct(message: struct_pb2.Struct) -> dict[str, Any]:
     result = json_format.MessageToDict(message)
     assert isinstance(result, dict)
     return result
+
+
+# Enums on the wire are the domain's names behind the enum's prefix, which is
+# its zero value's name without UNSPECIFIED (`TASK_STATUS_` + `QUEUED`).
+
+
+def wire_enum(enum: _EnumTypeWrapper[Wire], value: StrEnum | None) -> Wire:
+    """None is the zero `…_UNSPECIFIED`."""
+    return enum.Value(_prefix(enum) + (value.value if value is not None else "UNSPECIFIED"))
+
+
+def domain_enum(enum: _EnumTypeWrapper[Wire], number: int, domain: type[Domain]) -> Domain | None:
+    """None for the zero `…_UNSPECIFIED` (in a filter: any). Numbers the
+    schema does not name never get here: `services.decoding` refused them."""
+    if number == 0:
+        return None
+    return domain(enum.DESCRIPTOR.values_by_number[number].name.removeprefix(_prefix(enum)))
+
+
+def _prefix(enum: _EnumTypeWrapper[Any]) -> str:
+    return enum.DESCRIPTOR.values_by_number[0].name.removesuffix("UNSPECIFIED")

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-from orchestrator.model import Task, TaskEvent, TaskEventType, TaskStatus
+from orchestrator.model import Task, TaskEvent, TaskStatus
 from orchestrator.proto import tasks_pb2
-from orchestrator.services.convert import struct, timestamp
-
-_STATUS_PREFIX = "TASK_STATUS_"
-_EVENT_PREFIX = "TASK_EVENT_TYPE_"
-
-
-def status_message(status: TaskStatus) -> tasks_pb2.TaskStatus.ValueType:
-    return tasks_pb2.TaskStatus.Value(_STATUS_PREFIX + status.value)
+from orchestrator.services.convert import domain_enum, struct, timestamp, wire_enum
 
 
 def status_domain(value: tasks_pb2.TaskStatus.ValueType) -> TaskStatus | None:
-    """None for TASK_STATUS_UNSPECIFIED (no filter)."""
-    if value == tasks_pb2.TASK_STATUS_UNSPECIFIED:
-        return None
-    return TaskStatus(tasks_pb2.TaskStatus.Name(value).removeprefix(_STATUS_PREFIX))
-
-
-def event_type_message(kind: TaskEventType) -> tasks_pb2.TaskEventType.ValueType:
-    return tasks_pb2.TaskEventType.Value(_EVENT_PREFIX + kind.value)
+    return domain_enum(tasks_pb2.TaskStatus, value, TaskStatus)
 
 
 def task_message(task: Task) -> tasks_pb2.Task:
@@ -30,7 +16,7 @@ def task_message(task: Task) -> tasks_pb2.Task:
         id=task.id,
         title=task.title,
         type=task.type,
-        status=status_message(task.status),
+        status=wire_enum(tasks_pb2.TaskStatus, task.status),
         input=struct(task.input),
         output=struct(task.output),
         error=task.error,
@@ -59,8 +45,8 @@ def event_message(event: TaskEvent) -> tasks_pb2.TaskEvent:
     return tasks_pb2.TaskEvent(
         sequence=event.sequence,
         task_id=event.task_id,
-        type=event_type_message(event.type),
-        status=status_message(event.status),
+        type=wire_enum(tasks_pb2.TaskEventType, event.type),
+        status=wire_enum(tasks_pb2.TaskStatus, event.status),
         timestamp=timestamp(event.created_at),
         attempt=event.attempt,
         progress=event.progress,

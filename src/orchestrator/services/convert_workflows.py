@@ -7,16 +7,13 @@ from orchestrator.model import (
     EdgeSpec,
     NodeRun,
     NodeSpec,
-    NodeStatus,
     RunStatus,
     Workflow,
     WorkflowEvent,
     WorkflowRun,
 )
 from orchestrator.proto import workflows_pb2
-from orchestrator.services.convert import from_struct, struct, timestamp
-
-_RUN_PREFIX = "WORKFLOW_RUN_STATUS_"
+from orchestrator.services.convert import domain_enum, from_struct, struct, timestamp, wire_enum
 
 
 def definition_domain(message: workflows_pb2.WorkflowDefinition) -> Definition:
@@ -71,26 +68,14 @@ def workflow_message(workflow: Workflow) -> workflows_pb2.Workflow:
     )
 
 
-def run_status_message(status: RunStatus) -> workflows_pb2.WorkflowRunStatus.ValueType:
-    return workflows_pb2.WorkflowRunStatus.Value(_RUN_PREFIX + status.value)
-
-
 def run_status_domain(value: workflows_pb2.WorkflowRunStatus.ValueType) -> RunStatus | None:
-    if value == workflows_pb2.WORKFLOW_RUN_STATUS_UNSPECIFIED:
-        return None
-    return RunStatus(workflows_pb2.WorkflowRunStatus.Name(value).removeprefix(_RUN_PREFIX))
-
-
-def _node_status(status: NodeStatus | None) -> workflows_pb2.NodeStatus.ValueType:
-    if status is None:
-        return workflows_pb2.NODE_STATUS_UNSPECIFIED
-    return workflows_pb2.NodeStatus.Value("NODE_STATUS_" + status.value)
+    return domain_enum(workflows_pb2.WorkflowRunStatus, value, RunStatus)
 
 
 def _node_message(node: NodeRun) -> workflows_pb2.NodeRun:
     return workflows_pb2.NodeRun(
         node_id=node.node_id,
-        status=_node_status(node.status),
+        status=wire_enum(workflows_pb2.NodeStatus, node.status),
         task_id=node.task_id or "",
         output=struct(node.output),
         error=node.error,
@@ -103,7 +88,7 @@ def run_message(run: WorkflowRun) -> workflows_pb2.WorkflowRun:
     return workflows_pb2.WorkflowRun(
         id=run.id,
         workflow_id=run.workflow_id,
-        status=run_status_message(run.status),
+        status=wire_enum(workflows_pb2.WorkflowRunStatus, run.status),
         nodes=[_node_message(n) for n in run.nodes],
         workflow_version=run.version,
         input=struct(run.input),
@@ -119,11 +104,11 @@ def event_message(event: WorkflowEvent) -> workflows_pb2.WorkflowEvent:
     return workflows_pb2.WorkflowEvent(
         sequence=event.sequence,
         run_id=event.run_id,
-        type=workflows_pb2.WorkflowEventType.Value("WORKFLOW_EVENT_TYPE_" + event.type.value),
+        type=wire_enum(workflows_pb2.WorkflowEventType, event.type),
         node_id=event.node_id,
-        status=run_status_message(event.status),
+        status=wire_enum(workflows_pb2.WorkflowRunStatus, event.status),
         timestamp=timestamp(event.created_at),
-        node_status=_node_status(event.node_status),
+        node_status=wire_enum(workflows_pb2.NodeStatus, event.node_status),
         task_id=event.task_id or "",
         output=struct(event.output),
         message=event.message,
