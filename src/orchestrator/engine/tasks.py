@@ -11,7 +11,7 @@ from orchestrator.auth.identity import Identity
 from orchestrator.engine import pages
 from orchestrator.engine.batching import GroupCommit
 from orchestrator.engine.cancellation import cancel_task
-from orchestrator.engine.journal import Journal
+from orchestrator.engine.journal import Changes, Journal
 from orchestrator.engine.validation import check_new_task, field_problems
 from orchestrator.errors import (
     FailedPrecondition,
@@ -84,30 +84,35 @@ class TaskEngine:
             )
         if existing:
             return existing
-        async with self._journal.change() as changes:
+        key = new.idempotency_key
+
+        async def insert(changes: Changes) -> Task:
             task = await task_store.insert_keyed(changes.conn, row, changes.now)
             if task is None:
                 # Lost a race with the same key: the winner's task is the answer.
-                task = await task_store.by_idempotency_key(
-                    changes.conn, caller.user_id, new.idempotency_key
-                )
+                task = await task_store.by_idempotency_key(changes.conn, caller.user_id, key)
                 assert task is not None
-                return task
-            if task.status is TaskStatus.QUEUED:
+            elif task.status is TaskStatus.QUEUED:
                 changes.record(task, TaskEventType.QUEUED)
-        if task.status is TaskStatus.QUEUED:
-            self._on_queued()
-        return task
+                changes.after_commit.append(self._on_queued)
+            return task
+
+        return await self._journal.transact(insert)
 
     async def _create_many(self, rows: Sequence[task_store.NewRow]) -> list[Task]:
-        async with self._journal.change() as changes:
+        """One transaction for a group commit's batch, run again whole if it
+        conflicts: none of its tasks exists until it commits."""
+
+        async def insert(changes: Changes) -> list[Task]:
             created = await task_store.insert_many(changes.conn, rows, changes.now)
-            queued = [t for t in created if t.status is TaskStatus.QUEUED]
-            for task in queued:
-                changes.record(task, TaskEventType.QUEUED)
-        if queued:
-            self._on_queued()
-        return created
+            for task in created:
+                if task.status is TaskStatus.QUEUED:
+                    changes.record(task, TaskEventType.QUEUED)
+            if changes.events:
+                changes.after_commit.append(self._on_queued)
+            return created
+
+        return await self._journal.transact(insert)
 
     async def get(self, caller: Identity, task_id: str) -> Task:
         async with self._db.read() as conn:
@@ -149,7 +154,8 @@ class TaskEngine:
         allowed = set(TaskStatus)
         for field in changes:
             allowed &= UPDATABLE[field]
-        async with self._journal.change() as tx:
+
+        async def update(tx: Changes) -> Task:
             updated = await task_store.change(
                 tx.conn, task_id, {**changes, "updated_at": tx.now}, statuses=allowed
             )
@@ -159,7 +165,9 @@ class TaskEngine:
                     f"{task.status.value}"
                 )
             tx.record(updated, TaskEventType.UPDATED, message=", ".join(sorted(changes)))
-        return updated
+            return updated
+
+        return await self._journal.transact(update)
 
     async def delete(self, caller: Identity, task_id: str) -> None:
         await self._check_not_run_owned(await self.get(caller, task_id), "deleted")
@@ -173,8 +181,11 @@ class TaskEngine:
     async def cancel(self, caller: Identity, task_id: str, reason: str) -> Task:
         task = await self.get(caller, task_id)
         reason = reason or "cancelled by user"
-        async with self._journal.change() as tx:
-            cancelled = await cancel_task(tx, task_id, reason, self._on_cancelled)
+
+        async def cancel(tx: Changes) -> Task | None:
+            return await cancel_task(tx, task_id, reason, self._on_cancelled)
+
+        cancelled = await self._journal.transact(cancel)
         if cancelled is None:
             raise FailedPrecondition(f"task {task_id} is already {task.status.value}")
         return cancelled
@@ -186,7 +197,8 @@ class TaskEngine:
         if task.status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
             return await self._execution_start(task_id)
         await self._check_not_run_owned(task, "executed again")
-        async with self._journal.change() as tx:
+
+        async def queue(tx: Changes) -> Task | None:
             queued = await task_store.change(
                 tx.conn,
                 task_id,
@@ -209,6 +221,9 @@ class TaskEngine:
             )
             if queued is not None:
                 tx.record(queued, TaskEventType.QUEUED)
+            return queued
+
+        queued = await self._journal.transact(queue)
         if queued is None:
             # Someone else queued it meanwhile: follow that execution.
             return await self._execution_start(task_id)

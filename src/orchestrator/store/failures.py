@@ -10,7 +10,9 @@ traceback logged.
     unavailable   connection refused, lost or not yet accepted (PostgreSQL
                   stopping, starting up, out of connections), the pool's
                   wait for a connection ran out, SQLite busy or locked past
-                  its busy timeout
+                  its busy timeout; also a database that cannot be opened
+                  (SQLite file or PostgreSQL database gone, login refused):
+                  the server cannot serve, which is not a bug in it
     conflict      deadlock detected, serialization failure, a unique
                   constraint that a concurrent transaction took first
 """
@@ -37,6 +39,9 @@ _UNAVAILABLE_STATES = frozenset(
         "57P02",  # crash_shutdown
         "57P03",  # cannot_connect_now: starting up, shutting down, in recovery
         "53300",  # too_many_connections
+        "3D000",  # invalid_catalog_name: the database is gone
+        "28000",  # invalid_authorization_specification
+        "28P01",  # invalid_password
     }
 )
 _CONFLICT_STATES = frozenset(
@@ -49,6 +54,7 @@ _CONFLICT_STATES = frozenset(
 # SQLite primary result codes (the low byte of an extended code).
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
+_SQLITE_CANTOPEN = 14
 _SQLITE_CONSTRAINT_UNIQUE = frozenset({1555, 2067})  # PRIMARYKEY, UNIQUE
 
 
@@ -85,7 +91,7 @@ def classify(error: BaseException) -> Unavailable | Aborted | None:
                 return Unavailable(UNAVAILABLE)
         if isinstance(link, sqlite3.Error):
             code = link.sqlite_errorcode
-            if code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            if code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CANTOPEN):
                 return Unavailable(UNAVAILABLE)
             if code in _SQLITE_CONSTRAINT_UNIQUE:
                 return Aborted(CONFLICT)
