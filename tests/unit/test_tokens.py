@@ -220,3 +220,26 @@ def test_hand_built_valid_token_is_accepted(manager: JwtManager) -> None:
     # The counterpart of the refusals above: the helper itself builds good tokens.
     token = raw_token({"alg": "HS256", "typ": "JWT"}, claims(sub="hand-made"))
     assert manager.verify(token).user_id == "hand-made"
+
+
+def test_a_verified_token_is_refused_once_it_expires(manager: JwtManager) -> None:
+    # Checked signatures are remembered; expiry must still be applied to
+    # them. This one has a second left, leeway included.
+    issued = time.time() - LIFETIME - LEEWAY_SECONDS + 1
+    token = manager.issue(user_id="u", role="member", session_id="s", now=issued)
+    assert manager.verify(token).user_id == "u"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # time passing is what is tested
+        try:
+            manager.verify(token)
+        except Unauthenticated:
+            return
+        time.sleep(0.1)
+    raise AssertionError("an expired token was still accepted")
+
+
+def test_a_forged_token_is_refused_after_a_genuine_one_was_verified(manager: JwtManager) -> None:
+    token = manager.issue(user_id="u", role="member", session_id="s")
+    assert manager.verify(token).user_id == "u"
+    header, payload, signature = token.split(".")
+    assert_refused(manager, f"{header}.{payload}.{signature[:-2]}AA")

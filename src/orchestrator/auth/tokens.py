@@ -22,6 +22,9 @@ AUDIENCE = "orchestrator"
 ACCESS = "access"
 LEEWAY_SECONDS = 10
 _REQUIRED = ["exp", "iat", "nbf", "sub", "jti", "iss", "aud"]
+# Tokens whose signature was checked, kept until they expire: a client sends
+# the same one on every call, and checking it is much of a small call's cost.
+_MAX_VERIFIED = 10_000
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class JwtManager:
     def __init__(self, secret: str, expiration_seconds: int) -> None:
         self._secret = secret
         self.expiration_seconds = expiration_seconds
+        self._verified: dict[str, AccessClaims] = {}
 
     def issue(self, *, user_id: str, role: str, session_id: str, now: float | None = None) -> str:
         issued = int(time.time() if now is None else now)
@@ -57,6 +61,18 @@ class JwtManager:
     def verify(self, token: str) -> AccessClaims:
         """The claims of a valid access token; Unauthenticated otherwise, with
         one message whatever the reason, so a caller learns nothing."""
+        known = self._verified.get(token)
+        if known is not None:
+            if known.expires_at + LEEWAY_SECONDS > time.time():
+                return known
+            del self._verified[token]
+        claims = self._decode(token)
+        if len(self._verified) >= _MAX_VERIFIED:
+            self._verified.clear()
+        self._verified[token] = claims
+        return claims
+
+    def _decode(self, token: str) -> AccessClaims:
         try:
             claims = jwt.decode(
                 token,

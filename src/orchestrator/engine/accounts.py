@@ -82,11 +82,9 @@ class Accounts:
         self._refresh_reuse = timedelta(seconds=refresh_reuse_seconds)
         # Ends the open streams of a credential that stops working.
         self._credentials = credentials
-        # session id -> (user id, role, valid until): see authenticate(). Only
-        # on SQLite, where this is the one replica and so sees every change;
-        # replicas sharing PostgreSQL ask the database every time.
-        self._cache_live = database.dialect == "sqlite"
+        # session id -> (user id, role, valid until): see authenticate().
         self._live: dict[str, tuple[str, str, float]] = {}
+        credentials.when_revoked_elsewhere(self._forget_all)
         self._generation = 0
         self.api_tokens = ApiTokens(database, credentials)
         self._jwt = jwt
@@ -97,8 +95,8 @@ class Accounts:
         # anything. The attempt is counted (and committed, for every replica
         # to see) before the slow check, so attempts in flight count too.
         with self._login_queue.admit():
-            async with self._db.write() as conn:
-                attempt = await self._throttle.count(conn, username, peer)
+            attempt = await self._throttle.attempt(username, peer)
+            async with self._db.read() as conn:
                 user = await user_store.by_username(conn, username)
             # Same work and same answer for an unknown user, a disabled one
             # and a wrong password: nothing tells them apart.
@@ -106,9 +104,10 @@ class Accounts:
                 user.password_hash if user else None, password
             )
         if user is None or not valid or user.disabled:
+            await self._throttle.failed(attempt)
             raise Unauthenticated(BAD_LOGIN)
+        await self._throttle.succeeded(attempt)
         async with self._db.write() as conn:
-            await self._throttle.take_back(conn, attempt)
             return await self._open_session(conn, user, family_id=None)
 
     async def refresh(self, refresh_token: str) -> Tokens:
@@ -156,9 +155,10 @@ class Accounts:
             return await self.api_tokens.authenticate(token)
         claims = self._jwt.verify(token)
         # A signature is not enough: logout, a revoked session or a disabled
-        # user must stop the token at once, not when it expires. On SQLite the
-        # answer is kept for a moment (a read per call is much of a call's
-        # cost), and what changes it clears it on commit.
+        # user must stop the token at once, not when it expires. The answer is
+        # kept for a moment (a read per call is much of a call's cost): a
+        # revocation here clears it on commit, one on another replica when
+        # its NOTIFY arrives, and a missed NOTIFY leaves it a second at most.
         now = time.monotonic()
         cached = self._live.get(claims.session_id)
         if cached and cached[0] == claims.user_id and cached[2] > now:
@@ -169,7 +169,7 @@ class Accounts:
                 role = await session_store.live_role(conn, claims.user_id, claims.session_id)
             # Not kept if a revocation committed while reading: the read may
             # predate it.
-            if role is not None and self._cache_live and generation == self._generation:
+            if role is not None and generation == self._generation:
                 if len(self._live) >= _MAX_LIVE:
                     self._live.clear()
                 self._live[claims.session_id] = (claims.user_id, role, now + _LIVE_SECONDS)
@@ -190,6 +190,10 @@ class Accounts:
                 user_id=revocation.user_id or revocation.sessions_of,
             ),
         )
+
+    def _forget_all(self) -> None:
+        self._generation += 1
+        self._live.clear()
 
     def _forget(self, *, session_id: str | None = None, user_id: str | None = None) -> None:
         self._generation += 1

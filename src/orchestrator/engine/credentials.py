@@ -45,6 +45,7 @@ class CredentialWatch:
         self._holders: dict[int, _Holder] = {}
         self._ids = itertools.count()
         self._wake = asyncio.Event()
+        self._elsewhere: list[Callable[[], None]] = []
 
     def hold(self, identity: Identity, end: Callable[[], None]) -> Callable[[], None]:
         """Until the returned release is called, `end` is called (once) if
@@ -88,7 +89,14 @@ class CredentialWatch:
         event.listen(connection, "commit", on_commit, once=True)
         event.listen(connection, "rollback", on_rollback, once=True)
 
-    def check_soon(self) -> None:
+    def when_revoked_elsewhere(self, forget: Callable[[], None]) -> None:
+        """Call `forget` when another replica announces a revocation (it does
+        not say whose): for caches of credential checks."""
+        self._elsewhere.append(forget)
+
+    def revoked_elsewhere(self) -> None:
+        for forget in self._elsewhere:
+            forget()
         self._wake.set()
 
     async def run(self) -> None:

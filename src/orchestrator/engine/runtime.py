@@ -90,7 +90,7 @@ class Engine:
                         self._replica_id,
                         self.dispatcher.wake,
                         self._poke,
-                        self._credentials.check_soon,
+                        self._credentials.revoked_elsewhere,
                     ),
                     name="pg-listener",
                 )
