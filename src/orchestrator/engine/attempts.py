@@ -242,12 +242,19 @@ class Attempts:
         )
         tx.record(task, TaskEventType.REQUEUED, message=reason)
 
-    async def requeue_worker(self, worker_id: str, reason: str) -> int:
+    async def requeue_worker(self, worker_id: str, reason: str, *, lost: bool = True) -> int:
+        """Give back what the worker holds. Unless `lost`, the server ended
+        the worker's stream (shutdown, a revoked credential) or never sent
+        the work: no fault of the tasks, so nothing is counted."""
+
         async def requeue(tx: Changes) -> int:
             held = await task_store.held_by(tx.conn, worker_id)
             for task in held:
                 with contextlib.suppress(FailedPrecondition):  # finished meanwhile
-                    await self._requeue(tx, task, reason)
+                    if lost:
+                        await self._requeue(tx, task, reason)
+                    else:
+                        await self._give_back(tx, task, reason)
             return len(held)
 
         return await self._journal.transact(requeue)

@@ -198,7 +198,9 @@ class Dispatcher:
             return
         if session.id not in self._sessions:
             # Gone while claiming: its new tasks go straight back.
-            await self.attempts.requeue_worker(session.id, "worker disconnected")
+            await self.attempts.requeue_worker(
+                session.id, "worker disconnected before its assignment was sent", lost=False
+            )
             return
         for task in claimed:
             session.in_flight[task.id] = task.fencing_token
@@ -236,7 +238,11 @@ class Dispatcher:
     async def unregister(self, session: WorkerSession) -> None:
         session.release()
         self._sessions.pop(session.id, None)
-        requeued = await self.attempts.requeue_worker(session.id, "worker disconnected")
+        # A worker that was told to drain and did not finish in time was
+        # stopped by the server, not lost.
+        requeued = await self.attempts.requeue_worker(
+            session.id, "worker disconnected", lost=not session.draining
+        )
         log.info("worker disconnected", extra={"worker_id": session.id, "requeued": requeued})
         if requeued:
             self._wake.set()
