@@ -2,7 +2,7 @@
 VENV := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup run dev test test-sqlite test-postgres lint proto bench clean
+.PHONY: setup run dev test test-sqlite test-postgres lint proto bench bench-peers clean
 
 setup:
 	@scripts/setup
@@ -36,6 +36,11 @@ proto: setup
 bench: setup
 	$(VENV)/python -m bench.w1
 	$(VENV)/python -m bench.w2
+
+## Our W1/W2 beside the peers of ../shared/peers, one interleaved run, ratio table
+## (PEERS, REPS, BENCH_N, PEERS_WORK: see bench/peers/run.sh).
+bench-peers: setup
+	bench/peers/run.sh
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

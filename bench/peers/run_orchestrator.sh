@@ -41,12 +41,19 @@ stop_server() {
   for _ in $(seq 150); do kill -0 "$_SERVER_PID" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$_SERVER_PID" 2>/dev/null
   wait "$_SERVER_PID" 2>/dev/null
-  # Anything the server said at WARNING or above goes with the run's stderr.
-  grep -E ' (WARNING|ERROR|CRITICAL) |Traceback' "$BENCH_DIR/server.log" >&2 || true
   log "server pid $_SERVER_PID stopped"
   _SERVER_PID=""
 }
-trap 'stop_worker; stop_server; drop_db; cleanup' EXIT
+# Anything our server or worker said at WARNING or above goes with the run's
+# stderr (lib.sh removes BENCH_DIR and its logs on exit).
+report_logs() {
+  for f in server worker; do
+    [ -f "$BENCH_DIR/$f.log" ] || continue
+    grep -E ' (WARNING|ERROR|CRITICAL) |Traceback' "$BENCH_DIR/$f.log" | sed "s/^/[$f] /" >&2
+  done
+  return 0
+}
+trap 'stop_worker; stop_server; report_logs; drop_db; cleanup' EXIT
 
 # INFO: the `listening on HOST:PORT` line (the port ORCHESTRATOR_PORT=0 got)
 # is an INFO line; the server logs nothing per task at INFO.
