@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from google.protobuf import struct_pb2
 from grpc import aio
 
 from bench._procs import log
+from orchestrator import client as sdk
 from orchestrator.proto import (
     auth_pb2,
     auth_pb2_grpc,
@@ -28,6 +29,8 @@ RPC_TIMEOUT = 30.0
 LIST_PAGE_SIZE = 500  # the server's maximum page
 UNFINISHED = (tasks_pb2.TASK_STATUS_QUEUED, tasks_pb2.TASK_STATUS_RUNNING)
 Metadata = tuple[tuple[str, str], ...]
+# Creates the k-th task of a submission; returns its id.
+CreateOne = Callable[[int], Awaitable[str]]
 
 
 @dataclass(frozen=True)
@@ -90,31 +93,17 @@ class Client:
                 raise TimeoutError(f"worker {name!r} did not connect within {seconds}s")
             await asyncio.sleep(0.05)
 
-    async def submit(
-        self, requests: Sequence[tasks_pb2.CreateTaskRequest], concurrency: int
-    ) -> Submission:
-        """CreateTask for each request, at most `concurrency` calls in flight."""
-        count = len(requests)
-        ids = [""] * count
-        submitted_at = [0.0] * count
-        replied_at = [0.0] * count
-        next_index = iter(range(count))
+    def raw_create(self, requests: Sequence[tasks_pb2.CreateTaskRequest]) -> CreateOne:
+        """Task k is requests[k], sent as is on the generated stub (no
+        idempotency key unless the request has one)."""
         create = self.tasks.CreateTask
         metadata = self.metadata
 
-        async def lane() -> None:
-            for k in next_index:
-                submitted_at[k] = time.time()
-                reply = await create(requests[k], metadata=metadata, timeout=RPC_TIMEOUT)
-                replied_at[k] = time.time()
-                ids[k] = reply.id
+        async def create_one(k: int) -> str:
+            reply = await create(requests[k], metadata=metadata, timeout=RPC_TIMEOUT)
+            return reply.id
 
-        started = time.time()
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(concurrency, count)):
-                group.create_task(lane())
-        ended = time.time()
-        return Submission(ids, submitted_at, replied_at, started, ended)
+        return create_one
 
     async def any_with_status(self, status: tasks_pb2.TaskStatus.ValueType) -> bool:
         """Whether any task has this status (asks for one row, not a count)."""
@@ -190,6 +179,39 @@ def _settled(task: tasks_pb2.Task | None) -> bool:
 
 def _status_name(task: tasks_pb2.Task | None) -> str:
     return "MISSING" if task is None else tasks_pb2.TaskStatus.Name(task.status)
+
+
+def sdk_create(client: sdk.Client, key: str = "i") -> CreateOne:
+    """Task k through the SDK as a user creates one: `tasks.create("echo",
+    {key: k}, start=True)` with its defaults, so with an idempotency key of
+    its making; the SDK builds the request inside the call."""
+
+    async def create_one(k: int) -> str:
+        task = await client.tasks.create("echo", {key: k}, start=True)
+        return task.id
+
+    return create_one
+
+
+async def submit(create_one: CreateOne, count: int, concurrency: int) -> Submission:
+    """create_one(k) for k in 0..count-1, at most `concurrency` calls in flight."""
+    ids = [""] * count
+    submitted_at = [0.0] * count
+    replied_at = [0.0] * count
+    next_index = iter(range(count))
+
+    async def lane() -> None:
+        for k in next_index:
+            submitted_at[k] = time.time()
+            ids[k] = await create_one(k)
+            replied_at[k] = time.time()
+
+    started = time.time()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(concurrency, count)):
+            group.create_task(lane())
+    ended = time.time()
+    return Submission(ids, submitted_at, replied_at, started, ended)
 
 
 def echo_requests(count: int, key: str = "i") -> list[tasks_pb2.CreateTaskRequest]:

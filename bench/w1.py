@@ -1,8 +1,12 @@
 """W1: one client submits N no-op (echo) tasks; one worker process with S
 slots runs them. Prints one JSON line on stdout; progress goes to stderr.
 
-    python -m bench.w1 [--tasks 5000] [--slots 10] [--concurrency 64]
-                       [--database sqlite|postgres]
+    python -m bench.w1 [--tasks 5000] [--slots 10] [--in-flight 64]
+                       [--path sdk|raw] [--database sqlite|postgres]
+
+`--path sdk` (the default) creates each task as a user does, through the
+SDK's `tasks.create` (with the idempotency key it sends by default);
+`--path raw` sends prebuilt requests on the generated stub, without a key.
 
 Exit codes: 0 success (the JSON line was printed), 1 the run failed (a task
 failed, went missing or did not finish in time; a process died; no JSON
@@ -25,7 +29,7 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
-from bench._client import Client, Submission, connect, echo_requests
+from bench._client import Client, CreateOne, Submission, connect, echo_requests, sdk_create, submit
 from bench._harness import (
     ADMIN_PASSWORD,
     ADMIN_USERNAME,
@@ -37,6 +41,7 @@ from bench._harness import (
 )
 from bench._procs import log
 from bench._stats import summary_ms
+from orchestrator import client as sdk
 from orchestrator.proto import tasks_pb2
 
 WORKER_NAME = "bench-w1"
@@ -47,7 +52,8 @@ WORKER_CONNECT_SECONDS = 60.0
 class Args:
     tasks: int
     slots: int
-    concurrency: int
+    in_flight: int
+    path: str
     database: str
     warmup: int
     timeout: float
@@ -61,7 +67,19 @@ def parse_args(argv: Sequence[str] | None) -> Args:
     parser.add_argument("--tasks", type=int, default=5000, help="measured tasks (default 5000)")
     parser.add_argument("--slots", type=int, default=10, help="worker slots (default 10)")
     parser.add_argument(
-        "--concurrency", type=int, default=64, help="CreateTask calls in flight (default 64)"
+        "--in-flight",
+        "--concurrency",
+        dest="in_flight",
+        type=int,
+        default=64,
+        help="creates in flight (default 64; 1 = one at a time, as the peer harness submits)",
+    )
+    parser.add_argument(
+        "--path",
+        choices=("sdk", "raw"),
+        default="sdk",
+        help="sdk: the SDK's tasks.create, idempotency key included (default); "
+        "raw: prebuilt requests on the generated stub, no key",
     )
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument(
@@ -81,15 +99,16 @@ def parse_args(argv: Sequence[str] | None) -> Args:
         help="run the server under cProfile and write its profile to PATH (slows it down)",
     )
     ns = parser.parse_args(argv)
-    for name in ("tasks", "slots", "concurrency"):
+    for name in ("tasks", "slots", "in_flight"):
         if getattr(ns, name) < 1:
-            parser.error(f"--{name} must be at least 1")
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if ns.warmup < 0 or ns.timeout <= 0 or ns.poll <= 0:
         parser.error("--warmup must be >= 0, --timeout and --poll > 0")
     return Args(
         tasks=ns.tasks,
         slots=ns.slots,
-        concurrency=ns.concurrency,
+        in_flight=ns.in_flight,
+        path=ns.path,
         database=ns.database,
         warmup=ns.warmup,
         timeout=ns.timeout,
@@ -110,38 +129,69 @@ async def bootstrap(stack: Stack) -> str:
 
 async def measure(stack: Stack, args: Args) -> dict[str, Any]:
     client = await connect(stack.address, ADMIN_USERNAME, ADMIN_PASSWORD)
+    user = sdk.Client(stack.address)
     try:
         version = await client.server_version()
+        await user.login(ADMIN_USERNAME, ADMIN_PASSWORD)
         worker = await client.wait_for_worker(
             WORKER_NAME, WORKER_CONNECT_SECONDS, stack.check_alive
         )
         log(f"worker {worker.id} connected ({worker.slots} slots)")
         if args.warmup:
-            await run_tasks(client, stack, args, echo_requests(args.warmup, key="warmup"))
+            warmup = creator(args, client, user, args.warmup, key="warmup")
+            await run_tasks(client, stack, args, warmup, args.warmup)
             log(f"warm-up: {args.warmup} tasks done")
-        requests = echo_requests(args.tasks)
+        create_one = creator(args, client, user, args.tasks)
         lines_before = stack.server_log_lines()
-        load_before = _load_average()
+        load_start = _load_average()
         cpu_before = stack.cpu_seconds()
-        log(f"submitting {args.tasks} tasks, {args.concurrency} in flight")
+        log(f"submitting {args.tasks} tasks ({args.path} path), {args.in_flight} in flight")
         # Taken when the polls first see nothing left to run, before the full
         # read of the records, so that read is not charged to the run.
         quiet: list[dict[str, float | None]] = []
         submission, records = await run_tasks(
-            client, stack, args, requests, on_quiet=lambda: quiet.append(stack.cpu_seconds())
+            client,
+            stack,
+            args,
+            create_one,
+            args.tasks,
+            on_quiet=lambda: quiet.append(stack.cpu_seconds()),
         )
         confirmed = time.time()
         cpu = _cpu_used(cpu_before, quiet[-1])
-        load_after = _load_average()
+        load_end = _load_average()
         server_lines = stack.server_log_lines() - lines_before
     finally:
+        await user.close()
         await client.close()
     if server_lines:
         log(f"warning: the server logged {server_lines} lines during the measured run")
     line = result(args, version, submission, records, confirmed)
-    line["cpu_seconds"] = cpu
-    line["load_avg_1m"] = {"before": load_before, "after": load_after}
+    line.update(cost_fields(cpu, args.tasks, load_start, load_end))
     return line
+
+
+def creator(args: Args, client: Client, user: sdk.Client, count: int, key: str = "i") -> CreateOne:
+    if args.path == "sdk":
+        return sdk_create(user, key)
+    return client.raw_create(echo_requests(count, key))
+
+
+def cost_fields(
+    cpu: dict[str, float | None], tasks: int, load_start: float | None, load_end: float | None
+) -> dict[str, Any]:
+    """The CPU the run used, in total and per task, and the load around it."""
+    per_task: dict[str, float | None] = {}
+    for name in ("server", "worker"):
+        used = cpu.get(name)
+        per_task[f"{name}_cpu_ms_per_task"] = (
+            None if used is None else round(used * 1000 / tasks, 3)
+        )
+    return {
+        "cpu_seconds": cpu,
+        **per_task,
+        "load_avg_1m": {"start": load_start, "end": load_end},
+    }
 
 
 def _load_average() -> float | None:
@@ -165,12 +215,13 @@ async def run_tasks(
     client: Client,
     stack: Stack,
     args: Args,
-    requests: list[tasks_pb2.CreateTaskRequest],
+    create_one: CreateOne,
+    count: int,
     on_quiet: Callable[[], None] = lambda: None,
 ) -> tuple[Submission, dict[str, tasks_pb2.Task]]:
-    submission = await client.submit(requests, args.concurrency)
+    submission = await submit(create_one, count, args.in_flight)
     took = submission.ended - submission.started
-    log(f"submitted {len(requests)} in {took:.3f}s ({len(requests) / took:.1f}/s)")
+    log(f"submitted {count} in {took:.3f}s ({count / took:.1f}/s)")
     records = await client.wait_until_settled(
         submission.ids,
         seconds=args.timeout,
@@ -221,7 +272,8 @@ def result(
         "benchmark": "W1",
         "tasks": n,
         "slots": args.slots,
-        "concurrency": args.concurrency,
+        "path": args.path,
+        "in_flight": args.in_flight,
         "database": args.database,
         "e2e_tasks_per_s": round(n / (last_finish - first_submit), 1),
         "submit_tasks_per_s": round(n / (submission.ended - submission.started), 1),

@@ -43,6 +43,7 @@ from bench.w1 import (
     _cpu_used,
     _load_average,
     bootstrap,
+    cost_fields,
 )
 from orchestrator.proto import tasks_pb2, workflows_pb2, workflows_pb2_grpc
 
@@ -260,14 +261,14 @@ async def measure(stack: Stack, args: Args) -> dict[str, Any]:
             )
             log(f"warm-up: {args.warmup} runs done")
         lines_before = stack.server_log_lines()
-        load_before = _load_average()
+        load_start = _load_average()
         cpu_before = stack.cpu_seconds()
         log(f"executing {args.runs} runs, {args.concurrency} in flight")
         runs = await execute_runs(
             stub, client, workflow.id, args.runs, args.concurrency, args.timeout
         )
         cpu = _cpu_used(cpu_before, stack.cpu_seconds())
-        load_after = _load_average()
+        load_end = _load_average()
         stack.check_alive()
         server_lines = stack.server_log_lines() - lines_before
         records, tasks = await read_records(stub, client, runs.ids)
@@ -302,8 +303,8 @@ async def measure(stack: Stack, args: Args) -> dict[str, Any]:
         "orchestrator_version": version,
         "python_version": platform.python_version(),
         "cpu_count": os.cpu_count(),
-        "cpu_seconds": cpu,
-        "load_avg_1m": {"before": load_before, "after": load_after},
+        # Per task: every node of every run is one task.
+        **cost_fields(cpu, args.runs * len(NODES), load_start, load_end),
     }
 
 
