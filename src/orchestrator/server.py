@@ -110,6 +110,7 @@ class Server:
         jwt = JwtManager(settings.jwt_secret.get_secret_value(), settings.jwt_expiration_seconds)
         # A shared address (NAT, a proxy) gets more room than a single name.
         throttle = LoginThrottle(
+            database,
             per_user=settings.login_max_failures,
             per_peer=settings.login_max_failures * 4,
             window_seconds=settings.login_window_seconds,

@@ -26,7 +26,8 @@ SHUTDOWN_STEPS = (
     "shutdown: database closed",
     "shutdown complete",
 )
-LOGINS = 20
+# As many as the server takes at once (ORCHESTRATOR_LOGIN_HASH_QUEUE, 16 by default).
+LOGINS = 16
 
 
 async def rest_of_stream(call: Any) -> tuple[list[Any], aio.AioRpcError | None]:

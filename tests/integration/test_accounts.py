@@ -12,6 +12,7 @@ from sqlalchemy import update
 from orchestrator.auth.passwords import LoginQueue
 from orchestrator.auth.tokens import JwtManager
 from orchestrator.engine.accounts import BAD_LOGIN, Accounts
+from orchestrator.engine.credentials import CredentialWatch
 from orchestrator.engine.throttle import LoginThrottle
 from orchestrator.errors import InvalidArgument, NotFound, Unauthenticated
 from orchestrator.store import Database
@@ -26,12 +27,13 @@ PEER = "ipv4:127.0.0.1:40000"
 @pytest.fixture
 async def accounts(database: Database) -> Accounts:
     # Throttling failed logins has its own tests: here it must never interfere.
-    throttle = LoginThrottle(per_user=1000, per_peer=1000, window_seconds=60)
+    throttle = LoginThrottle(database, per_user=1000, per_peer=1000, window_seconds=60)
     accounts = Accounts(
         database,
         JwtManager(SECRET, 900),
         3600,
         throttle,
+        CredentialWatch(database, "test"),
         login_queue=LoginQueue(100),
         refresh_reuse_seconds=5,
     )

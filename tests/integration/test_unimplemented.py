@@ -14,6 +14,7 @@ from grpc import aio
 from orchestrator.auth import AuthGate, JwtManager
 from orchestrator.auth.passwords import LoginQueue
 from orchestrator.engine.accounts import Accounts
+from orchestrator.engine.credentials import CredentialWatch
 from orchestrator.engine.throttle import LoginThrottle
 from orchestrator.proto import tasks_pb2, tasks_pb2_grpc, workers_pb2_grpc
 from orchestrator.services.errors import ErrorInterceptor
@@ -25,12 +26,13 @@ SECRET = "unimplemented-test-secret-" + "u" * 20
 
 @pytest.fixture
 async def server(database: Database) -> AsyncIterator[tuple[aio.Channel, Metadata]]:
-    throttle = LoginThrottle(per_user=1000, per_peer=1000, window_seconds=60)
+    throttle = LoginThrottle(database, per_user=1000, per_peer=1000, window_seconds=60)
     accounts = Accounts(
         database,
         JwtManager(SECRET, 900),
         3600,
         throttle,
+        CredentialWatch(database, "test"),
         login_queue=LoginQueue(100),
         refresh_reuse_seconds=5,
     )
