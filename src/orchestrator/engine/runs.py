@@ -16,10 +16,13 @@ Lock order, for every transaction that touches runs and their tasks
 3. then what the runs decide: children inserted (new rows nobody waits
    for), the run's other tasks cancelled when it stops.
 
-Step 3's cancel is the one place a task row is taken after a run row: a node
-that fails and cancels a sibling whose own report holds that sibling and
-waits for the run is a deadlock no order removes. PostgreSQL breaks it by
-aborting one side, and `Journal.transact` runs that side again.
+Two cycles remain that no order removes. Step 3's cancel takes a task row
+after a run row: a node that fails and cancels a sibling whose own report
+holds that sibling and waits for the run. And a worker's report transaction
+settles twice, for its reports and then for the tasks it claims, so a run
+first met in the second round is taken after those of the first. PostgreSQL
+breaks such a deadlock by aborting one side (after its deadlock_timeout,
+1 s by default), and `Journal.transact` runs that side again.
 """
 
 from __future__ import annotations
