@@ -59,6 +59,9 @@ class Database:
             options["pool_size"] = min(pool_size, 20)
             options["max_overflow"] = max(0, pool_size - options["pool_size"])
             options["pool_pre_ping"] = True
+            # As long as SQLite's busy wait: past it, a call answers
+            # UNAVAILABLE well before a client's own deadline.
+            options["pool_timeout"] = _BUSY_TIMEOUT_MS / 1000
         self.engine: AsyncEngine = create_async_engine(sqlalchemy_url(database_url), **options)
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         if self.dialect == "sqlite":
