@@ -69,6 +69,19 @@ async def test_a_burst_of_wrong_passwords_gets_the_limits_worth_of_checks(
     assert (await attempt(admin.auth, member, member_password))[0] == grpc.StatusCode.OK
 
 
+@pytest.mark.server_env(ORCHESTRATOR_LOGIN_MAX_FAILURES=str(LIMIT))
+async def test_more_right_passwords_at_once_than_the_limit_all_get_in(
+    orchestrator: ServerProcess, admin: Client
+) -> None:
+    # Checks in flight count against the limit, so the ones past it wait
+    # for those to end instead of being refused.
+    answers = await asyncio.gather(
+        *(attempt(admin.auth, ADMIN_USERNAME, ADMIN_PASSWORD) for _ in range(3 * LIMIT))
+    )
+
+    assert [code for code, _ in answers] == [grpc.StatusCode.OK] * (3 * LIMIT), answers
+
+
 QUEUE = 4
 FLOOD = 400
 # What a login let in may wait (QUEUE checks ahead of it, one hashing thread),

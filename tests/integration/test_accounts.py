@@ -3,12 +3,14 @@ rotating refresh tokens, reuse detection, logout, users."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
+from orchestrator.auth import passwords
 from orchestrator.auth.passwords import LoginQueue
 from orchestrator.auth.tokens import JwtManager
 from orchestrator.engine.accounts import BAD_LOGIN, Accounts
@@ -17,7 +19,8 @@ from orchestrator.engine.throttle import LoginThrottle
 from orchestrator.errors import InvalidArgument, NotFound, Unauthenticated
 from orchestrator.store import Database
 from orchestrator.store import sessions as session_store
-from orchestrator.store.schema import sessions, users
+from orchestrator.store.schema import login_failures, sessions, users
+from tests.support.grpc import wait_until
 
 SECRET = "accounts-test-secret-" + "x" * 20
 PASSWORD = "admin-password-1"
@@ -79,6 +82,33 @@ async def test_bad_logins_are_indistinguishable(accounts: Accounts, database: Da
         await refused(accounts.login("mallory", "mallory-password", PEER)),  # disabled
     }
     assert messages == {BAD_LOGIN}
+
+
+async def counted_keys(database: Database) -> list[str]:
+    async with database.read() as conn:
+        return list((await conn.execute(select(login_failures.c.key))).scalars())
+
+
+async def test_a_login_given_up_before_its_answer_does_not_count(
+    accounts: Accounts, database: Database
+) -> None:
+    # Hashing ahead of it on the one hashing thread: the login is counted,
+    # then waits for its check.
+    ahead = [
+        asyncio.create_task(passwords.hash_password_async(f"password-{index}"))
+        for index in range(20)
+    ]
+    login = asyncio.create_task(accounts.login("admin", "wrong-password", PEER))
+    await wait_until(lambda: counted_keys(database), timeout=10)
+    assert not login.done() and not all(task.done() for task in ahead)
+
+    login.cancel()  # as gRPC does when the caller hangs up
+    with pytest.raises(asyncio.CancelledError):
+        await login
+
+    assert await counted_keys(database) == []
+    await asyncio.gather(*ahead)
+    assert await counted_keys(database) == []
 
 
 async def test_refresh_rotates(accounts: Accounts, database: Database) -> None:

@@ -85,7 +85,7 @@ async def test_the_limit_th_failure_closes_the_door_with_the_wait(database: Data
 async def test_a_right_password_takes_its_attempt_back(database: Database) -> None:
     throttle = throttle_on(database, per_user=2)
     for _ in range(5):
-        await throttle.succeeded(await throttle.attempt("alice", PEER))
+        await throttle.take_back(await throttle.attempt("alice", PEER))
     await fail(throttle, "alice")
     await fail(throttle, "alice")
     wait_of(await refusal(throttle, "alice"))
@@ -135,7 +135,7 @@ async def test_checks_in_flight_make_the_next_attempt_wait_for_their_outcome(
     await asyncio.sleep(PATIENCE / 2)
     assert not third.done()
 
-    await throttle.succeeded(first)  # a right password: room again
+    await throttle.take_back(first)  # a right password: room again
 
     attempt = await asyncio.wait_for(third, PATIENCE)
     await throttle.failed(second)

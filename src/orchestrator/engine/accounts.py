@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -96,17 +97,23 @@ class Accounts:
         # to see) before the slow check, so attempts in flight count too.
         with self._login_queue.admit():
             attempt = await self._throttle.attempt(username, peer)
-            async with self._db.read() as conn:
-                user = await user_store.by_username(conn, username)
-            # Same work and same answer for an unknown user, a disabled one
-            # and a wrong password: nothing tells them apart.
-            valid = await passwords.verify_password_async(
-                user.password_hash if user else None, password
-            )
+            try:
+                async with self._db.read() as conn:
+                    user = await user_store.by_username(conn, username)
+                # Same work and same answer for an unknown user, a disabled
+                # one and a wrong password: nothing tells them apart.
+                valid = await passwords.verify_password_async(
+                    user.password_hash if user else None, password
+                )
+            except BaseException:
+                # No answer reached the caller (it hung up, or the database
+                # failed): it learned nothing, so the attempt does not count.
+                await asyncio.shield(self._throttle.take_back(attempt))
+                raise
         if user is None or not valid or user.disabled:
             await self._throttle.failed(attempt)
             raise Unauthenticated(BAD_LOGIN)
-        await self._throttle.succeeded(attempt)
+        await self._throttle.take_back(attempt)
         async with self._db.write() as conn:
             return await self._open_session(conn, user, family_id=None)
 

@@ -12,8 +12,9 @@ once:
   the window;
 - failures and checks in flight fill it: the attempt waits (up to
   PATIENCE_SECONDS) for those checks to end, then goes on or is refused;
-- successful logins never count, and an attempt refused here was never
-  checked and does not count either;
+- successful logins never count, nor do attempts whose caller got no
+  answer (it hung up); an attempt refused here was never checked and does
+  not count either;
 - an attempt whose outcome never came (its replica died mid-check) counts
   as a failure once it is STALE_SECONDS old.
 """
@@ -111,8 +112,9 @@ class LoginThrottle:
             await login_failures.add(conn, attempt.keys, utcnow())
         self._end()
 
-    async def succeeded(self, attempt: Attempt) -> None:
-        """The password was right: the attempt does not count."""
+    async def take_back(self, attempt: Attempt) -> None:
+        """The attempt does not count: its password was right, or no answer
+        reached its caller."""
         async with self._db.write() as conn:
             await login_failures.remove(conn, attempt.row_ids)
         self._end()
