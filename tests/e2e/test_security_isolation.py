@@ -269,6 +269,7 @@ PROBES: dict[str, Probe] = {
         ),
     ),
     "TaskService.DeleteTask": Probe("task", _by_id(tasks_pb2.DeleteTaskRequest)),
+    "TaskService.StartTask": Probe("task", _by_id(tasks_pb2.StartTaskRequest)),
     "TaskService.CancelTask": Probe("task", _by_id(tasks_pb2.CancelTaskRequest, reason="mine now")),
     "TaskService.ExecuteTask": Probe("task", _by_id(tasks_pb2.ExecuteTaskRequest)),
     "TaskService.WatchTask": Probe("task", _by_id(tasks_pb2.WatchTaskRequest)),

@@ -207,6 +207,16 @@ def get(task_id: TaskId, url: Url = None, output: Output = OutputFormat.TABLE) -
 
 
 @app.command()
+def start(task_id: TaskId, url: Url = None, output: Output = OutputFormat.TABLE) -> None:
+    """Queue a PENDING task (one created without --start)."""
+
+    async def command(client: Client) -> None:
+        show(await client.tasks.start(task_id), output)
+
+    run(command, url)
+
+
+@app.command()
 def cancel(
     task_id: TaskId,
     reason: Annotated[str, typer.Option("--reason", help="Why, for the record.")] = "",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from google.protobuf import field_mask_pb2
@@ -11,7 +11,7 @@ from google.protobuf import field_mask_pb2
 from orchestrator.client import _convert
 from orchestrator.client._streams import TaskStream
 from orchestrator.client._transport import Transport
-from orchestrator.client._values import Page, Task
+from orchestrator.client._values import Page, Task, TaskSpec
 from orchestrator.model import TaskStatus
 from orchestrator.proto import tasks_pb2
 
@@ -41,19 +41,35 @@ class Tasks:
 
         Without an `idempotency_key` one is made up, so that a create the
         client retries after a lost reply cannot make two tasks."""
-        request = tasks_pb2.CreateTaskRequest(
+        spec = TaskSpec(
+            type,
+            input,
             title=title,
-            type=type,
-            input=_convert.struct(input, "input"),
             start=start,
             description=description,
-            labels=dict(labels or {}),
+            labels=labels,
             priority=priority,
             max_attempts=max_attempts,
             timeout_seconds=timeout_seconds,
-            idempotency_key=idempotency_key or f"client-{uuid.uuid4()}",
+            idempotency_key=idempotency_key,
         )
+        request = _create_request(spec, "input")
         reply = await self._transport.unary(lambda s: s.tasks.CreateTask, request, idempotent=True)
+        return _convert.task(reply)
+
+    async def create_many(self, specs: Iterable[TaskSpec]) -> list[Task]:
+        """Up to 1,000 tasks in one call and one transaction, in order. One
+        invalid spec refuses them all (InvalidArgument names `tasks[i]…`)."""
+        request = tasks_pb2.CreateTasksRequest(
+            tasks=[_create_request(spec, f"tasks[{i}].input") for i, spec in enumerate(specs)]
+        )
+        reply = await self._transport.unary(lambda s: s.tasks.CreateTasks, request, idempotent=True)
+        return [_convert.task(t) for t in reply.tasks]
+
+    async def start(self, task_id: str) -> Task:
+        """Queue a PENDING task (one already queued or running is left as it is)."""
+        request = tasks_pb2.StartTaskRequest(id=task_id)
+        reply = await self._transport.unary(lambda s: s.tasks.StartTask, request, idempotent=True)
         return _convert.task(reply)
 
     async def get(self, task_id: str) -> Task:
@@ -152,3 +168,18 @@ class Tasks:
         output or error included (a failed task is not an exception)."""
         task = await self.create(type, input, start=True, **create)
         return await self.wait(task.id)
+
+
+def _create_request(spec: TaskSpec, input_field: str) -> tasks_pb2.CreateTaskRequest:
+    return tasks_pb2.CreateTaskRequest(
+        title=spec.title,
+        type=spec.type,
+        input=_convert.struct(spec.input, input_field),
+        start=spec.start,
+        description=spec.description,
+        labels=dict(spec.labels or {}),
+        priority=spec.priority,
+        max_attempts=spec.max_attempts,
+        timeout_seconds=spec.timeout_seconds,
+        idempotency_key=spec.idempotency_key or f"client-{uuid.uuid4()}",
+    )

@@ -41,6 +41,24 @@ class Page(Generic[T]):
 
 
 @dataclass(frozen=True)
+class TaskSpec:
+    """A task to create: `client.tasks.create_many([TaskSpec("echo", {...}), ...])`.
+    Without an `idempotency_key` one is made up, so a retried batch never
+    makes a task twice."""
+
+    type: str
+    input: Mapping[str, Any] | None = None
+    title: str = ""
+    start: bool = False
+    description: str = ""
+    labels: Mapping[str, str] | None = None
+    priority: int = 0
+    max_attempts: int = 0
+    timeout_seconds: int = 0
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
 class Task:
     id: str
     title: str

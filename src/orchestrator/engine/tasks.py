@@ -35,6 +35,9 @@ from orchestrator.store import tasks as task_store
 
 log = logging.getLogger(__name__)
 
+# Tasks in one CreateTasks call.
+MAX_BATCH = 1000
+
 # Fields UpdateTask may change, and the states in which each may.
 _NOT_RUNNING = frozenset({TaskStatus.PENDING, *TERMINAL})
 UPDATABLE: dict[str, frozenset[TaskStatus]] = {
@@ -74,43 +77,44 @@ class TaskEngine:
         self._creates = GroupCommit(self._create_many)
 
     async def create(self, caller: Identity, new: NewTask) -> Task:
+        """The new task, or the caller's task with the same idempotency key."""
         check_new_task(new, self._max_payload)
-        row = task_store.NewRow(caller.user_id, new)
-        if not new.idempotency_key:
-            return await self._creates.submit(row)
-        async with self._db.read() as conn:
-            existing = await task_store.by_idempotency_key(
-                conn, caller.user_id, new.idempotency_key
-            )
-        if existing:
-            return existing
-        key = new.idempotency_key
+        task, _created = await self._creates.submit(task_store.NewRow(caller.user_id, new))
+        return task
 
-        async def insert(changes: Changes) -> Task:
-            task = await task_store.insert_keyed(changes.conn, row, changes.now)
-            if task is None:
-                # Lost a race with the same key: the winner's task is the answer.
-                task = await task_store.by_idempotency_key(changes.conn, caller.user_id, key)
-                assert task is not None
-            elif task.status is TaskStatus.QUEUED:
-                changes.record(task, TaskEventType.QUEUED)
-                changes.after_commit.append(self._on_queued)
-            return task
+    async def create_many(self, caller: Identity, news: Sequence[NewTask]) -> list[Task]:
+        """All of them in one transaction, in order; an invalid one refuses
+        the whole batch (its violations named by index), so nothing is half
+        written."""
+        if not 1 <= len(news) <= MAX_BATCH:
+            raise InvalidArgument.field("tasks", f"send 1 to {MAX_BATCH} tasks")
+        problems: list[FieldViolation] = []
+        for index, new in enumerate(news):
+            try:
+                check_new_task(new, self._max_payload)
+            except InvalidArgument as invalid:
+                problems += [
+                    FieldViolation(f"tasks[{index}].{v.field}", v.description)
+                    for v in invalid.violations
+                ]
+        if problems:
+            raise InvalidArgument(violations=problems)
+        rows = [task_store.NewRow(caller.user_id, new) for new in news]
+        return [task for task, _created in await self._create_many(rows)]
 
-        return await self._journal.transact(insert)
+    async def _create_many(self, rows: Sequence[task_store.NewRow]) -> list[tuple[Task, bool]]:
+        """One transaction for a batch (a group commit's, or CreateTasks'),
+        run again whole if it conflicts: none of its tasks exists until it
+        commits."""
 
-    async def _create_many(self, rows: Sequence[task_store.NewRow]) -> list[Task]:
-        """One transaction for a group commit's batch, run again whole if it
-        conflicts: none of its tasks exists until it commits."""
-
-        async def insert(changes: Changes) -> list[Task]:
-            created = await task_store.insert_many(changes.conn, rows, changes.now)
-            for task in created:
-                if task.status is TaskStatus.QUEUED:
+        async def insert(changes: Changes) -> list[tuple[Task, bool]]:
+            outcomes = await task_store.insert_new(changes.conn, rows, changes.now)
+            for task, created in outcomes:
+                if created and task.status is TaskStatus.QUEUED:
                     changes.record(task, TaskEventType.QUEUED)
             if changes.events:
                 changes.after_commit.append(self._on_queued)
-            return created
+            return outcomes
 
         return await self._journal.transact(insert)
 
@@ -189,6 +193,40 @@ class TaskEngine:
         if cancelled is None:
             raise FailedPrecondition(f"task {task_id} is already {task.status.value}")
         return cancelled
+
+    async def start(self, caller: Identity, task_id: str) -> Task:
+        """Queue a PENDING task; one queued or running already is answered as
+        it is (a retried call changes nothing)."""
+        task = await self.get(caller, task_id)
+        if task.status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+            return task
+
+        async def queue(tx: Changes) -> Task | None:
+            queued = await task_store.change(
+                tx.conn,
+                task_id,
+                {
+                    "status": TaskStatus.QUEUED,
+                    "queued_at": tx.now,
+                    "available_at": tx.now,
+                    "updated_at": tx.now,
+                },
+                statuses={TaskStatus.PENDING},
+            )
+            if queued is not None:
+                tx.record(queued, TaskEventType.QUEUED)
+                tx.after_commit.append(self._on_queued)
+            return queued
+
+        queued = await self._journal.transact(queue)
+        if queued is not None:
+            return queued
+        now = await self.get(caller, task_id)
+        if now.status.terminal:
+            raise FailedPrecondition(
+                f"task {task_id} is already {now.status.value}: ExecuteTask runs it again"
+            )
+        return now
 
     async def execute(self, caller: Identity, task_id: str) -> int:
         """Queue the task unless it is queued or running already; the sequence

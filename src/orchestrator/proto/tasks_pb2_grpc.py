@@ -41,6 +41,16 @@ class TaskServiceStub:
                 request_serializer=orchestrator_dot_tasks__pb2.CreateTaskRequest.SerializeToString,
                 response_deserializer=orchestrator_dot_tasks__pb2.Task.FromString,
                 _registered_method=True)
+        self.CreateTasks = channel.unary_unary(
+                '/orchestrator.tasks.TaskService/CreateTasks',
+                request_serializer=orchestrator_dot_tasks__pb2.CreateTasksRequest.SerializeToString,
+                response_deserializer=orchestrator_dot_tasks__pb2.CreateTasksResponse.FromString,
+                _registered_method=True)
+        self.StartTask = channel.unary_unary(
+                '/orchestrator.tasks.TaskService/StartTask',
+                request_serializer=orchestrator_dot_tasks__pb2.StartTaskRequest.SerializeToString,
+                response_deserializer=orchestrator_dot_tasks__pb2.Task.FromString,
+                _registered_method=True)
         self.GetTask = channel.unary_unary(
                 '/orchestrator.tasks.TaskService/GetTask',
                 request_serializer=orchestrator_dot_tasks__pb2.GetTaskRequest.SerializeToString,
@@ -84,6 +94,23 @@ class TaskServiceServicer:
 
     def CreateTask(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateTasks(self, request, context):
+        """Up to 1,000 tasks in one transaction, answered in the same order. An
+        invalid one refuses the whole batch (violations named tasks[i].field);
+        each item's idempotency key works as in CreateTask.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartTask(self, request, context):
+        """Queues a PENDING task. A queued or running one is answered as it is; a
+        finished one is FAILED_PRECONDITION (ExecuteTask runs it again).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -142,6 +169,16 @@ def add_TaskServiceServicer_to_server(servicer, server):
             'CreateTask': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateTask,
                     request_deserializer=orchestrator_dot_tasks__pb2.CreateTaskRequest.FromString,
+                    response_serializer=orchestrator_dot_tasks__pb2.Task.SerializeToString,
+            ),
+            'CreateTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTasks,
+                    request_deserializer=orchestrator_dot_tasks__pb2.CreateTasksRequest.FromString,
+                    response_serializer=orchestrator_dot_tasks__pb2.CreateTasksResponse.SerializeToString,
+            ),
+            'StartTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartTask,
+                    request_deserializer=orchestrator_dot_tasks__pb2.StartTaskRequest.FromString,
                     response_serializer=orchestrator_dot_tasks__pb2.Task.SerializeToString,
             ),
             'GetTask': grpc.unary_unary_rpc_method_handler(
@@ -207,6 +244,60 @@ class TaskService:
             target,
             '/orchestrator.tasks.TaskService/CreateTask',
             orchestrator_dot_tasks__pb2.CreateTaskRequest.SerializeToString,
+            orchestrator_dot_tasks__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.tasks.TaskService/CreateTasks',
+            orchestrator_dot_tasks__pb2.CreateTasksRequest.SerializeToString,
+            orchestrator_dot_tasks__pb2.CreateTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.tasks.TaskService/StartTask',
+            orchestrator_dot_tasks__pb2.StartTaskRequest.SerializeToString,
             orchestrator_dot_tasks__pb2.Task.FromString,
             options,
             channel_credentials,

@@ -35,6 +35,15 @@ class TaskServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> TaskServiceAsyncStub: ...
     CreateTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.CreateTaskRequest, _tasks_pb2.Task]
+    CreateTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.CreateTasksRequest, _tasks_pb2.CreateTasksResponse]
+    """Up to 1,000 tasks in one transaction, answered in the same order. An
+    invalid one refuses the whole batch (violations named tasks[i].field);
+    each item's idempotency key works as in CreateTask.
+    """
+    StartTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.StartTaskRequest, _tasks_pb2.Task]
+    """Queues a PENDING task. A queued or running one is answered as it is; a
+    finished one is FAILED_PRECONDITION (ExecuteTask runs it again).
+    """
     GetTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.GetTaskRequest, _tasks_pb2.Task]
     ListTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ListTasksRequest, _tasks_pb2.ListTasksResponse]
     UpdateTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.UpdateTaskRequest, _tasks_pb2.Task]
@@ -57,6 +66,15 @@ class TaskServiceAsyncStub(TaskServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.CreateTaskRequest, _tasks_pb2.Task]  # type: ignore[assignment]
+    CreateTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.CreateTasksRequest, _tasks_pb2.CreateTasksResponse]  # type: ignore[assignment]
+    """Up to 1,000 tasks in one transaction, answered in the same order. An
+    invalid one refuses the whole batch (violations named tasks[i].field);
+    each item's idempotency key works as in CreateTask.
+    """
+    StartTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.StartTaskRequest, _tasks_pb2.Task]  # type: ignore[assignment]
+    """Queues a PENDING task. A queued or running one is answered as it is; a
+    finished one is FAILED_PRECONDITION (ExecuteTask runs it again).
+    """
     GetTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.GetTaskRequest, _tasks_pb2.Task]  # type: ignore[assignment]
     ListTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ListTasksRequest, _tasks_pb2.ListTasksResponse]  # type: ignore[assignment]
     UpdateTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.UpdateTaskRequest, _tasks_pb2.Task]  # type: ignore[assignment]
@@ -82,6 +100,27 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.CreateTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.Task, _abc.Awaitable[_tasks_pb2.Task]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateTasks(
+        self,
+        request: _tasks_pb2.CreateTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.CreateTasksResponse, _abc.Awaitable[_tasks_pb2.CreateTasksResponse]]:
+        """Up to 1,000 tasks in one transaction, answered in the same order. An
+        invalid one refuses the whole batch (violations named tasks[i].field);
+        each item's idempotency key works as in CreateTask.
+        """
+
+    @_abc_1.abstractmethod
+    def StartTask(
+        self,
+        request: _tasks_pb2.StartTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.Task, _abc.Awaitable[_tasks_pb2.Task]]:
+        """Queues a PENDING task. A queued or running one is answered as it is; a
+        finished one is FAILED_PRECONDITION (ExecuteTask runs it again).
+        """
 
     @_abc_1.abstractmethod
     def GetTask(

@@ -47,10 +47,8 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
         self._streams = streams
         self._default_max_attempts = default_max_attempts
 
-    async def CreateTask(
-        self, request: tasks_pb2.CreateTaskRequest, context: Context
-    ) -> tasks_pb2.Task:
-        new = NewTask(
+    def _new_task(self, request: tasks_pb2.CreateTaskRequest) -> NewTask:
+        return NewTask(
             title=request.title or request.type,
             type=request.type,
             input=from_struct(request.input),
@@ -62,7 +60,24 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
             timeout_seconds=request.timeout_seconds,
             idempotency_key=request.idempotency_key or None,
         )
-        return task_message(await self._engine.create(identity.current(), new))
+
+    async def CreateTask(
+        self, request: tasks_pb2.CreateTaskRequest, context: Context
+    ) -> tasks_pb2.Task:
+        task = await self._engine.create(identity.current(), self._new_task(request))
+        return task_message(task)
+
+    async def CreateTasks(
+        self, request: tasks_pb2.CreateTasksRequest, context: Context
+    ) -> tasks_pb2.CreateTasksResponse:
+        news = [self._new_task(item) for item in request.tasks]
+        created = await self._engine.create_many(identity.current(), news)
+        return tasks_pb2.CreateTasksResponse(tasks=[task_message(t) for t in created])
+
+    async def StartTask(
+        self, request: tasks_pb2.StartTaskRequest, context: Context
+    ) -> tasks_pb2.Task:
+        return task_message(await self._engine.start(identity.current(), request.id))
 
     async def GetTask(self, request: tasks_pb2.GetTaskRequest, context: Context) -> tasks_pb2.Task:
         return task_message(await self._engine.get(identity.current(), request.id))

@@ -16,8 +16,8 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, delete, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ColumnElement, bindparam, delete, or_, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.model import NewTask, Task, TaskStatus
@@ -121,28 +121,71 @@ async def insert_many(conn: AsyncConnection, rows: Sequence[NewRow], now: dateti
     return [_task(SimpleNamespace(**v)) for v in values]
 
 
-async def insert_keyed(conn: AsyncConnection, row: NewRow, now: datetime) -> Task | None:
-    """Like insert_many for one task with an idempotency key: None when the
-    owner already has a task with that key."""
-    try:
-        async with conn.begin_nested():
-            (task,) = await insert_many(conn, [row], now)
-    except IntegrityError:
-        return None
-    return task
+async def insert_new(
+    conn: AsyncConnection, rows: Sequence[NewRow], now: datetime
+) -> list[tuple[Task, bool]]:
+    """Each row's task, and whether this call created it: a row whose owner
+    already has a task with its idempotency key (stored, or earlier in
+    `rows`) gets that task instead. One INSERT for all the rows, then one
+    read for those that met an existing key."""
+    values: list[dict[str, Any]] = []
+    first: dict[tuple[str, str], int] = {}
+    # For each row: the index in `values` of the row that stands for it.
+    stands_for: list[int] = []
+    for row in rows:
+        key = row.new.idempotency_key
+        if key and (row.owner_id, key) in first:
+            stands_for.append(first[(row.owner_id, key)])
+            continue
+        if key:
+            first[(row.owner_id, key)] = len(values)
+        stands_for.append(len(values))
+        values.append(_values(row, now))
+    inserted: set[str] = set()
+    if values:
+        statement = _insert_unless_key_taken(conn).returning(tasks.c.id)
+        inserted = set((await conn.execute(statement, values)).scalars())
+    taken = [(v["owner_id"], v["idempotency_key"]) for v in values if v["id"] not in inserted]
+    existing = await _by_keys(conn, taken)
+    outcomes = [
+        (_task(SimpleNamespace(**v)), True)
+        if v["id"] in inserted
+        else (existing[(v["owner_id"], v["idempotency_key"])], False)
+        for v in values
+    ]
+    answered: set[int] = set()
+    result = []
+    for index in stands_for:
+        task, created = outcomes[index]
+        # A repeat of a key earlier in `rows` gets that row's task, uncreated.
+        result.append((task, created and index not in answered))
+        answered.add(index)
+    return result
+
+
+def _insert_unless_key_taken(conn: AsyncConnection) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING on the owner's idempotency key, in the
+    dialect's own words (rows without a key never conflict: NULLs differ)."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    return insert(tasks).on_conflict_do_nothing(
+        index_elements=[tasks.c.owner_id, tasks.c.idempotency_key]
+    )
+
+
+async def _by_keys(
+    conn: AsyncConnection, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Task]:
+    found: dict[tuple[str, str], Task] = {}
+    for start in range(0, len(keys), _IN_CHUNK):
+        chunk = keys[start : start + _IN_CHUNK]
+        query = select(tasks).where(tuple_(tasks.c.owner_id, tasks.c.idempotency_key).in_(chunk))
+        for row in await conn.execute(query):
+            found[(row.owner_id, row.idempotency_key)] = _task(row)
+    return found
 
 
 async def get(conn: AsyncConnection, task_id: str) -> Task | None:
     row = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).first()
-    return _task(row) if row else None
-
-
-async def by_idempotency_key(conn: AsyncConnection, owner_id: str, key: str) -> Task | None:
-    row = (
-        await conn.execute(
-            select(tasks).where(tasks.c.owner_id == owner_id, tasks.c.idempotency_key == key)
-        )
-    ).first()
     return _task(row) if row else None
 
 
