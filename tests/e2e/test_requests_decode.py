@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 from grpc import aio
 
 from orchestrator.proto import auth_pb2, tasks_pb2, workers_pb2, workflows_pb2, workflows_pb2_grpc
-from tests.e2e.conftest import CALL_TIMEOUT, Client, fields_of, refused, update
+from tests.e2e.conftest import CALL_TIMEOUT, Client, fields_of, refused, to_struct, update
 from tests.support.grpc import wait_until
 from tests.support.server import ServerProcess
 
@@ -93,26 +93,18 @@ def assert_clean(server: ServerProcess) -> None:
 # -- bytes that do not decode ------------------------------------------------------------
 
 
-async def test_invalid_utf8_in_a_string_is_refused(
-    admin: Client, orchestrator: ServerProcess
+UTF8_CASES = {
+    "string": tasks_pb2.CreateTaskRequest(type="echo", title="BAD!"),
+    "struct-key": tasks_pb2.CreateTaskRequest(type="echo", input=to_struct({"BAD!": 1})),
+}
+
+
+@pytest.mark.parametrize("where", list(UTF8_CASES))
+async def test_invalid_utf8_is_refused(
+    admin: Client, orchestrator: ServerProcess, where: str
 ) -> None:
     before = await admin.list_ids()
-    raw = with_bad_utf8(tasks_pb2.CreateTaskRequest(type="echo", title="BAD!"), b"BAD!")
-
-    error = await send_raw(admin, "tasks.TaskService/CreateTask", raw)
-
-    assert_decode_refusal(error, "not valid UTF-8")
-    assert await admin.list_ids() == before
-    assert_clean(orchestrator)
-
-
-async def test_invalid_utf8_in_a_struct_key_is_refused(
-    admin: Client, orchestrator: ServerProcess
-) -> None:
-    before = await admin.list_ids()
-    request = tasks_pb2.CreateTaskRequest(type="echo")
-    request.input.update({"KEY!": 1})
-    raw = with_bad_utf8(request, b"KEY!")
+    raw = with_bad_utf8(UTF8_CASES[where], b"BAD!")
 
     error = await send_raw(admin, "tasks.TaskService/CreateTask", raw)
 
@@ -190,12 +182,6 @@ async def test_an_open_method_refuses_undecodable_bytes_too(
 # -- values that decode but no handler can use -------------------------------------------
 
 
-def struct_with(**values: Any) -> struct_pb2.Struct:
-    message = struct_pb2.Struct()
-    message.update(values)
-    return message
-
-
 async def test_unknown_enum_numbers_in_filters_are_refused(
     admin: Client, orchestrator: ServerProcess
 ) -> None:
@@ -223,7 +209,7 @@ async def test_nan_and_infinity_in_a_task_input_are_refused(
 ) -> None:
     before = await admin.list_ids()
     request = tasks_pb2.CreateTaskRequest(
-        type="echo", input=struct_with(ok=1, deep={"list": [1, number]})
+        type="echo", input=to_struct({"ok": 1, "deep": {"list": [1, number]}})
     )
 
     error = await refused(
@@ -241,7 +227,7 @@ async def test_nan_in_an_update_is_refused_and_changes_nothing(
     admin: Client, orchestrator: ServerProcess
 ) -> None:
     task = await admin.create("echo", {"n": 1})
-    task.input.CopyFrom(struct_with(n=math.nan))
+    task.input.CopyFrom(to_struct({"n": math.nan}))
 
     error = await refused(update(admin, task, "input"))
 
@@ -257,8 +243,8 @@ async def test_infinity_in_workflow_node_inputs_is_refused(
     stub = workflows_pb2_grpc.WorkflowServiceStub(admin.channel)
     definition = workflows_pb2.WorkflowDefinition(
         nodes=[
-            workflows_pb2.Node(id="a", type="echo", input=struct_with(n=1)),
-            workflows_pb2.Node(id="b", type="echo", input=struct_with(n=math.inf)),
+            workflows_pb2.Node(id="a", type="echo", input=to_struct({"n": 1})),
+            workflows_pb2.Node(id="b", type="echo", input=to_struct({"n": math.inf})),
         ]
     )
     calls = {
@@ -311,7 +297,7 @@ def undecodable_log(task_id: str, fencing_token: int) -> bytes:
 
 
 def nan_completion(task_id: str, fencing_token: int) -> bytes:
-    output = struct_with(n=math.nan)
+    output = to_struct({"n": math.nan})
     complete = workers_pb2.TaskComplete(task_id=task_id, fencing_token=fencing_token, output=output)
     return worker_message(complete=complete)
 
