@@ -66,8 +66,7 @@ def _reason(error: DecodeError) -> str:
     return _REASONS.get(reason, reason)
 
 
-# The walks append to `found` rather than yield: a worker's every message
-# passes here, and generators nested per level cost several times the parse.
+# What the walks below append to.
 Found = list[FieldViolation]
 
 
