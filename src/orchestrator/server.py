@@ -64,7 +64,17 @@ SERVER_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     # A second server on a taken port must fail, not share it.
     ("grpc.so_reuseport", 0),
+    # Per connection: one client cannot take every stream. A client of more
+    # streams opens more connections (channels that do not share one).
     ("grpc.max_concurrent_streams", 1000),
+    # Calls that arrived but that the event loop has not picked up yet. Past
+    # the soft limit (default 1,000) gRPC refuses them at random, past the
+    # hard one (3,000) all of them, and it cancels those left waiting past the
+    # time limit (30 s), logging none of it: a burst of 10,000 streams opened
+    # at once must wait its turn instead.
+    ("grpc.server.max_pending_requests", 20_000),
+    ("grpc.server.max_pending_requests_hard_limit", 40_000),
+    ("grpc.server_max_unrequested_time_in_server", 120),
     # Over gRPC's 8 KiB soft limit, headers are refused at random before the
     # gate sees them; an oversized token must get the gate's clear answer.
     ("grpc.max_metadata_size", 32 * 1024),

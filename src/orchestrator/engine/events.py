@@ -4,9 +4,15 @@ Events are written to the database in the transaction that makes the change;
 after commit they are published here for live followers. Each follower has a
 buffer of STREAM_BUFFER_SIZE events: one that falls behind is marked as
 overflowed and its buffer dropped, and it catches up from the log, so no
-event is lost and memory stays bounded. A follower also re-reads the log
-when it has heard nothing for a while, which covers events written by
-another replica.
+event is lost and memory stays bounded.
+
+An idle follower costs nothing: it waits on memory alone, never on a timer.
+On one replica every committed event is published here. Events another
+replica writes arrive as a `poke` (PostgreSQL NOTIFY, delivered if and only
+if their transaction commits), and a LISTEN connection that was lost pokes
+everyone once it is back; a poked follower reads the log. A timed re-read
+per follower would cost a query per follower per period whatever happens
+(2,000 idle streams took a whole core).
 """
 
 from __future__ import annotations
@@ -16,8 +22,6 @@ import collections
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Generic, Protocol, TypeVar
 
-# Read the log anyway after this long without live news (other replicas).
-POLL_SECONDS = 2.0
 # Events read from the log per query while catching up.
 REPLAY_BATCH = 500
 
@@ -31,6 +35,8 @@ E = TypeVar("E", bound=Sequenced)
 
 
 class _Subscriber(Generic[E]):
+    __slots__ = ("buffer", "capacity", "overflowed", "wakeup")
+
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.buffer: collections.deque[E] = collections.deque()
@@ -110,7 +116,7 @@ class EventHub(Generic[E]):
 
     async def _live(self, subscriber: _Subscriber[E], last: int) -> AsyncIterator[E]:
         """Buffered events in order; returns to let the caller read the log
-        after an overflow, a gap, or a quiet spell."""
+        after an overflow (or a poke) or a gap."""
         while True:
             while subscriber.buffer:
                 event = subscriber.buffer.popleft()
@@ -123,7 +129,4 @@ class EventHub(Generic[E]):
             if subscriber.overflowed:
                 return
             subscriber.wakeup.clear()
-            try:
-                await asyncio.wait_for(subscriber.wakeup.wait(), POLL_SECONDS)
-            except TimeoutError:
-                return
+            await subscriber.wakeup.wait()
