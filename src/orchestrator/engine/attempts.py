@@ -41,15 +41,15 @@ _REAP_BATCH = 200
 
 @dataclass(frozen=True)
 class Refill:
-    """Work to claim for a worker: up to `limit` tasks of its types (and of
-    `owner_id` only, unless None)."""
+    """Work to claim for workers that serve the same types for the same owner
+    (None: anyone's) with the same credential: up to `count` tasks for each
+    `(worker_id, count)` of `slots`."""
 
-    worker_id: str
     types: Sequence[str]
     owner_id: str | None
-    limit: int
-    # The worker's credential: nothing is claimed once it stops working.
+    # Nothing is claimed once it stops working.
     credential: Credential
+    slots: Sequence[tuple[str, int]]
 
 
 @dataclass(frozen=True)
@@ -84,27 +84,20 @@ class Attempts:
         return now + timedelta(seconds=self._rules.lease_seconds)
 
     async def claim(self, tx: Changes, refill: Refill) -> list[Task]:
-        """Up to `refill.limit` queued tasks, now RUNNING on the worker."""
-        if refill.limit <= 0:
+        """Queued tasks, now RUNNING on the refill's workers (each task's
+        `worker_id` says whose)."""
+        slots = [(worker, count) for worker, count in refill.slots if count > 0]
+        if not slots:
             return []
         if not await credential_store.hold(tx.conn, refill.credential, tx.now):
             return []
         claimed = await task_store.claim(
             tx.conn,
-            worker_id=refill.worker_id,
+            slots=slots,
             types=refill.types,
             owner_id=refill.owner_id,
-            limit=refill.limit,
             now=tx.now,
             lease_expires_at=self._lease(tx.now),
-        )
-        await task_store.set_deadlines(
-            tx.conn,
-            [
-                (t.id, tx.now + timedelta(seconds=t.timeout_seconds))
-                for t in claimed
-                if t.timeout_seconds
-            ],
         )
         for task in claimed:
             tx.record(task, TaskEventType.STARTED)

@@ -15,6 +15,7 @@ import functools
 import logging
 import re
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -95,6 +96,9 @@ class WorkerSession:
     draining: bool = False
     # A claim for this worker is under way: another would overfill its slots.
     claiming: bool = False
+    # Its last claim found less than it asked for: nothing to claim for it
+    # until tasks are queued again (see Dispatcher.wake).
+    starved: bool = False
     # None closes the stream.
     outbound: asyncio.Queue[Outbound] = field(default_factory=asyncio.Queue)
     # None: the worker closed its side.
@@ -110,11 +114,21 @@ class WorkerSession:
         return self.in_flight.get(task_id) == fencing_token
 
 
-def _refill(session: WorkerSession, free: int) -> Refill:
-    limit = 0 if session.draining else min(free, _CLAIM_BATCH)
+def _refill(sessions: Sequence[WorkerSession], free: Callable[[WorkerSession], int]) -> Refill:
+    """A claim for sessions of one kind (see `_kind`), `free(session)` slots
+    each (a draining one takes nothing)."""
+    first = sessions[0]
     return Refill(
-        session.id, session.task_types, session.owner_filter, limit, session.identity.credential_key
+        first.task_types,
+        first.owner_filter,
+        first.identity.credential_key,
+        [(s.id, 0 if s.draining else min(free(s), _CLAIM_BATCH)) for s in sessions],
     )
+
+
+def _kind(session: WorkerSession) -> tuple[object, ...]:
+    """Sessions that one claim can serve together."""
+    return (session.identity.credential_key, session.owner_filter, session.task_types)
 
 
 def check_hello(name: str, task_types: Sequence[str], slots: int) -> None:
@@ -153,11 +167,14 @@ class Dispatcher:
         return list(self._sessions.values())
 
     def wake(self) -> None:
+        """Tasks may have been queued: every worker may find some again."""
+        for session in self._sessions.values():
+            session.starved = False
         self._wake.set()
 
     def wake_at(self, when: datetime) -> None:
         delay = max(0.0, (when - utcnow()).total_seconds())
-        asyncio.get_running_loop().call_later(delay, self._wake.set)
+        asyncio.get_running_loop().call_later(delay, self.wake)
 
     async def run(self) -> None:
         """The dispatch loop; runs until cancelled."""
@@ -165,7 +182,8 @@ class Dispatcher:
             try:
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
             except TimeoutError:
-                pass
+                # The safety net: work queued in a way nobody announced.
+                self.wake()
             self._wake.clear()
             try:
                 await self._fill_slots()
@@ -174,24 +192,51 @@ class Dispatcher:
                 log.exception("dispatch round failed")
 
     async def _fill_slots(self) -> None:
-        for session in list(self._sessions.values()):
-            if session.id not in self._sessions or session.free <= 0 or session.claiming:
-                continue
-            refill = _refill(session, session.free)
+        """One claim per kind of worker, for all of that kind's free slots:
+        a round costs the same for one idle worker as for a thousand."""
+        kinds: defaultdict[tuple[object, ...], list[WorkerSession]] = defaultdict(list)
+        for session in self._sessions.values():
+            if session.free > 0 and not session.claiming and not session.starved:
+                kinds[_kind(session)].append(session)
+        for sessions in kinds.values():
+            await self._claim_for(sessions)
+
+    async def _claim_for(self, sessions: list[WorkerSession]) -> None:
+        for session in sessions:
             session.claiming = True
-            try:
-                claimed = await self._journal.transact(
-                    functools.partial(self.attempts.claim, refill=refill)
-                )
-            except (Unavailable, Aborted) as failure:
-                # The poll, or the next wake, tries again.
-                log.warning("no tasks claimed this round: %s", failure.message)
-                return
-            finally:
+
+        async def claim(tx: Changes) -> tuple[Refill, list[Task]]:
+            # Free slots counted once the transaction holds the database: a
+            # revocation committed before has drained its sessions by then.
+            refill = _refill(sessions, lambda s: s.free if s.id in self._sessions else 0)
+            return refill, await self.attempts.claim(tx, refill)
+
+        try:
+            refill, claimed = await self._journal.transact(claim)
+        except (Unavailable, Aborted) as failure:
+            # The poll, or the next wake, tries again.
+            log.warning("no tasks claimed this round: %s", failure.message)
+            return
+        finally:
+            for session in sessions:
                 session.claiming = False
-            await self._hand_out(session, claimed)
-            if len(claimed) == refill.limit:
-                self._wake.set()
+        await self._deal(sessions, refill, claimed)
+
+    async def _deal(
+        self, sessions: Sequence[WorkerSession], refill: Refill, claimed: list[Task]
+    ) -> None:
+        """Claimed tasks to their workers; a claim that found less than it
+        asked for starves its workers until tasks are queued again."""
+        asked = sum(count for _, count in refill.slots)
+        if asked and len(claimed) == asked:
+            self._wake.set()  # there may be more
+        by_worker: defaultdict[str, list[Task]] = defaultdict(list)
+        for task in claimed:
+            by_worker[task.worker_id or ""].append(task)
+        for session in sessions:
+            if asked and len(claimed) < asked:
+                session.starved = True
+            await self._hand_out(session, by_worker.get(session.id, []))
 
     async def _hand_out(self, session: WorkerSession, claimed: list[Task]) -> None:
         if not claimed:
@@ -275,31 +320,13 @@ class Dispatcher:
             # Workers hand work back only when they are stopping.
             session.draining = True
 
-        async def record(tx: Changes, refill: bool) -> tuple[list[tuple[Report, str]], list[Task]]:
-            refused: list[tuple[Report, str]] = []
-            for report in batch:
-                try:
-                    await self.attempts.apply(tx, session.id, report)
-                except FailedPrecondition as refusal:
-                    refused.append((report, refusal.message))
-            # A finished node's children are queued now, so the slot it
-            # freed can take one of them in this same transaction.
-            await self._journal.settle_now(tx)
-            if not refill:
-                return refused, []
-            ending: list[AboutTask] = [r for r in batch if isinstance(r, FINISHING)]
-            ending += [r for r, _ in refused if not isinstance(r, Heartbeat)]
-            freed = {r.task_id for r in ending if session.holds(r.task_id, r.fencing_token)}
-            free = session.slots - len(session.in_flight.keys() - freed)
-            return refused, await self.attempts.claim(tx, _refill(session, free))
-
         # The dispatch loop may be claiming for this worker already.
         refill_here = not session.claiming
         if refill_here:
             session.claiming = True
         try:
-            refused, claimed = await self._journal.transact_patiently(
-                functools.partial(record, refill=refill_here),
+            refused, refilled = await self._journal.transact_patiently(
+                functools.partial(self._record, session=session, batch=batch, refill=refill_here),
                 f"reports of worker {session.id}",
             )
         finally:
@@ -312,13 +339,42 @@ class Dispatcher:
             assert not isinstance(report, Heartbeat)
             self._free(session, report.task_id, report.fencing_token)
             session.outbound.put_nowait(Reject(report.task_id, report.fencing_token, reason))
-        await self._hand_out(session, claimed)
+        if refilled is not None:
+            await self._deal([session], *refilled)
+
+    async def _record(
+        self, tx: Changes, *, session: WorkerSession, batch: list[Report], refill: bool
+    ) -> tuple[list[tuple[Report, str]], tuple[Refill, list[Task]] | None]:
+        """The body of `_apply`'s transaction: the refusals, and the refill's
+        claim if there was one."""
+        refused: list[tuple[Report, str]] = []
+        for report in batch:
+            try:
+                await self.attempts.apply(tx, session.id, report)
+            except FailedPrecondition as refusal:
+                refused.append((report, refusal.message))
+        # A finished node's children are queued now, so the slot it
+        # freed can take one of them in this same transaction.
+        await self._journal.settle_now(tx)
+        if not refill:
+            return refused, None
+        # Nothing to claim for a starved worker, unless this very
+        # transaction queued something (a finished node's children).
+        if session.starved and not any(e.status is TaskStatus.QUEUED for e in tx.events):
+            return refused, None
+        ending: list[AboutTask] = [r for r in batch if isinstance(r, FINISHING)]
+        ending += [r for r, _ in refused if not isinstance(r, Heartbeat)]
+        freed = {r.task_id for r in ending if session.holds(r.task_id, r.fencing_token)}
+        slots = _refill([session], lambda s: s.slots - len(s.in_flight.keys() - freed))
+        return refused, (slots, await self.attempts.claim(tx, slots))
 
     def _free(self, session: WorkerSession, task_id: str, fencing_token: int) -> None:
-        """The slot is free again; the dispatch loop may fill it."""
+        """The slot is free again; the dispatch loop may fill it (unless the
+        worker is starved: then it waits for tasks to be queued)."""
         if session.holds(task_id, fencing_token):
             del session.in_flight[task_id]
-            self._wake.set()
+            if not session.starved:
+                self._wake.set()
 
     def cancel_assignment(self, task: Task, reason: str) -> None:
         """Tell the worker holding `task` to stop it (if it is connected here);

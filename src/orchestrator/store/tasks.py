@@ -10,9 +10,9 @@ touches nothing and returns None.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -255,16 +255,17 @@ async def change(
 async def claim(
     conn: AsyncConnection,
     *,
-    worker_id: str,
+    slots: Sequence[tuple[str, int]],
     types: Sequence[str],
     owner_id: str | None,
-    limit: int,
     now: datetime,
     lease_expires_at: datetime,
 ) -> list[Task]:
-    """Up to `limit` queued tasks of these types, highest priority then
-    oldest first, now RUNNING on this worker. SKIP LOCKED lets replicas claim
-    side by side on PostgreSQL; SQLite has one writer and ignores it."""
+    """Queued tasks of these types, highest priority then oldest first, now
+    RUNNING: up to `count` for each `(worker_id, count)`, dealt out in turn.
+    Two statements whatever the number of workers: the rows are read (and,
+    on PostgreSQL, locked, skipping those another replica is claiming;
+    SQLite has one writer), and then changed as read."""
     conditions = [
         tasks.c.status == TaskStatus.QUEUED,
         tasks.c.type.in_(list(types)),
@@ -273,33 +274,67 @@ async def claim(
     if owner_id is not None:
         conditions.append(tasks.c.owner_id == owner_id)
     chosen = (
-        select(tasks.c.id)
+        select(tasks)
         .where(*conditions)
         .order_by(tasks.c.dispatch_rank, tasks.c.queued_at, tasks.c.id)
-        .limit(limit)
+        .limit(sum(count for _, count in slots))
         .with_for_update(skip_locked=True)
     )
-    statement = (
-        update(tasks)
-        .where(tasks.c.id.in_(chosen.scalar_subquery()))
-        .values(
+    rows = (await conn.execute(chosen)).all()
+    claimed = [
+        replace(
+            _task(row),
             status=TaskStatus.RUNNING,
             worker_id=worker_id,
-            attempt=tasks.c.attempt + 1,
-            fencing_token=tasks.c.fencing_token + 1,
+            attempt=row.attempt + 1,
+            fencing_token=row.fencing_token + 1,
             started_at=now,
             updated_at=now,
             lease_expires_at=lease_expires_at,
+            deadline_at=now + timedelta(seconds=row.timeout_seconds)
+            if row.timeout_seconds
+            else None,
             progress=0,
             progress_message="",
-            last_sequence=NEXT_SEQUENCE,
+            last_sequence=row.last_sequence + 1,
         )
-        .returning(tasks)
-    )
-    rows = list(await conn.execute(statement))
-    # RETURNING gives no order; assignments go out in the order chosen above.
-    rows.sort(key=lambda row: (row.dispatch_rank, row.queued_at, row.id))
-    return [_task(row) for row in rows]
+        for row, worker_id in zip(rows, _dealt(slots), strict=False)
+    ]
+    if claimed:
+        await conn.execute(
+            update(tasks)
+            .where(tasks.c.id == bindparam("claimed_id"))
+            .values(
+                status=TaskStatus.RUNNING,
+                worker_id=bindparam("claimed_by"),
+                attempt=tasks.c.attempt + 1,
+                fencing_token=tasks.c.fencing_token + 1,
+                started_at=now,
+                updated_at=now,
+                lease_expires_at=lease_expires_at,
+                deadline_at=bindparam("deadline"),
+                progress=0,
+                progress_message="",
+                last_sequence=NEXT_SEQUENCE,
+            ),
+            [
+                {"claimed_id": t.id, "claimed_by": t.worker_id, "deadline": t.deadline_at}
+                for t in claimed
+            ],
+        )
+    return claimed
+
+
+def _dealt(slots: Sequence[tuple[str, int]]) -> Iterator[str]:
+    """Worker ids in turn, each as often as it has slots: a round of claims
+    spreads over the workers instead of filling the first."""
+    left = dict(slots)
+    while left:
+        for worker_id in list(left):
+            yield worker_id
+            left[worker_id] -= 1
+            if not left[worker_id]:
+                del left[worker_id]
 
 
 async def held_by(conn: AsyncConnection, worker_id: str) -> list[Task]:
@@ -336,18 +371,6 @@ async def remove(conn: AsyncConnection, task_id: str, statuses: Collection[TaskS
         delete(tasks).where(tasks.c.id == task_id, tasks.c.status.in_([s.value for s in statuses]))
     )
     return result.rowcount == 1
-
-
-async def set_deadlines(conn: AsyncConnection, deadlines: Sequence[tuple[str, datetime]]) -> None:
-    """Per-attempt timeouts, set right after a claim (computing them inside the
-    claim would need per-dialect interval arithmetic)."""
-    if deadlines:
-        await conn.execute(
-            update(tasks)
-            .where(tasks.c.id == bindparam("task_id"))
-            .values(deadline_at=bindparam("deadline")),
-            [{"task_id": task_id, "deadline": deadline} for task_id, deadline in deadlines],
-        )
 
 
 async def attempts(conn: AsyncConnection, task_ids: Sequence[str]) -> dict[str, Task]:
