@@ -52,13 +52,20 @@ async def test_a_write_past_the_busy_wait_is_unavailable(
         async with asyncio.timeout(10):
             assert await holder.stdout.readline() == b"locked\n"
         started = time.monotonic()
-        error = await refused(
-            admin.tasks.CreateTask(
-                tasks_pb2.CreateTaskRequest(type="echo", title="while locked"),
-                metadata=admin.metadata,
-                timeout=DEADLINE_SECONDS,
+        waiting = asyncio.create_task(
+            refused(
+                admin.tasks.CreateTask(
+                    tasks_pb2.CreateTaskRequest(type="echo", title="while locked"),
+                    metadata=admin.metadata,
+                    timeout=DEADLINE_SECONDS,
+                )
             )
         )
+        # The write waits asleep: the server goes on answering meanwhile.
+        read = await admin.get(before.id)
+        assert read.id == before.id and not waiting.done()
+        assert time.monotonic() - started < BUSY_WAIT_SECONDS / 2
+        error = await waiting
         waited = time.monotonic() - started
     finally:
         holder.stdin.close()

@@ -20,14 +20,26 @@ from typing import Any, Literal
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncTransaction,
+    create_async_engine,
+)
 from sqlalchemy.pool import StaticPool
+
+from orchestrator.store import sqlite_inline
 
 from orchestrator.store import failures
 
 Dialect = Literal["sqlite", "postgresql"]
 
 _BUSY_TIMEOUT_MS = 10_000
+# SQLite's own wait for a lock, which holds up the event loop: kept short.
+_INLINE_BUSY_MS = 20
+_BUSY_PAUSE_SECONDS = 0.002
+_BUSY_PAUSE_MAX_SECONDS = 0.1
 _WAL_TRY_MS = 50
 
 
@@ -41,6 +53,10 @@ def sqlalchemy_url(database_url: str) -> str:
         if database_url.startswith(scheme):
             return "postgresql+asyncpg://" + database_url.removeprefix(scheme)
     raise ValueError(f"unsupported database URL: {database_url}")
+
+
+def _sqlite_path(database_url: str) -> str:
+    return database_url.removeprefix("sqlite:").removeprefix("//")
 
 
 def _is_memory(database_url: str) -> bool:
@@ -62,6 +78,9 @@ class Database:
             # As long as SQLite's busy wait: past it, a call answers
             # UNAVAILABLE well before a client's own deadline.
             options["pool_timeout"] = _BUSY_TIMEOUT_MS / 1000
+        if self.dialect == "sqlite":
+            path = ":memory:" if self.is_memory else _sqlite_path(database_url)
+            options["async_creator"] = lambda: sqlite_inline.connect(path)
         self.engine: AsyncEngine = create_async_engine(sqlalchemy_url(database_url), **options)
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         if self.dialect == "sqlite":
@@ -90,8 +109,13 @@ class Database:
                 return
             async with self._write_lock, self.engine.connect() as conn:
                 await conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
-                async with conn.begin():
+                transaction = await _begin_when_free(conn)
+                try:
                     yield conn
+                except BaseException:
+                    await transaction.rollback()
+                    raise
+                await transaction.commit()
 
     async def ping(self) -> bool:
         """Whether the database answers: whatever stops it (an outage, a
@@ -105,6 +129,23 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+async def _begin_when_free(conn: AsyncConnection) -> AsyncTransaction:
+    """BEGIN IMMEDIATE, waiting (asleep, not on SQLite's busy timeout: the
+    driver runs on the loop's thread) while another process holds the write
+    lock, up to the busy wait."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _BUSY_TIMEOUT_MS / 1000
+    pause = _BUSY_PAUSE_SECONDS
+    while True:
+        try:
+            return await conn.begin()
+        except OperationalError as error:
+            if not failures.is_busy(error) or loop.time() >= deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, _BUSY_PAUSE_MAX_SECONDS)
 
 
 def _enter_wal(cursor: Any) -> None:
@@ -131,7 +172,7 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, wal: bool) -> None:
         if wal:
             _enter_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={_INLINE_BUSY_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

@@ -75,6 +75,15 @@ def _chain(error: BaseException) -> Iterator[BaseException]:
             pending.append(current.orig)
 
 
+def is_busy(error: BaseException) -> bool:
+    """Whether SQLite refused because another connection holds its lock."""
+    return any(
+        isinstance(link, sqlite3.Error)
+        and link.sqlite_errorcode & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+        for link in _chain(error)
+    )
+
+
 def classify(error: BaseException) -> Unavailable | Aborted | None:
     """What a database error means for the caller; None for anything that is
     not a database failure (a bug, a domain error)."""
