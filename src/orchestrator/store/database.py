@@ -29,9 +29,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import StaticPool
 
-from orchestrator.store import sqlite_inline
-
-from orchestrator.store import failures
+from orchestrator.store import failures, sqlite_inline
 
 Dialect = Literal["sqlite", "postgresql"]
 
