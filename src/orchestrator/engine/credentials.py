@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,12 +21,12 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.auth.identity import Identity, Revocation
+from orchestrator.engine.background import survived
 from orchestrator.store import Database
 from orchestrator.store import credentials as credential_store
 from orchestrator.store.notify import notify
 from orchestrator.store.types import utcnow
 
-log = logging.getLogger(__name__)
 
 CHECK_SECONDS = 1.0
 
@@ -105,10 +104,8 @@ class CredentialWatch:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), CHECK_SECONDS)
             self._wake.clear()
-            try:
+            with survived("credential check"):
                 await self.check()
-            except Exception:
-                log.exception("credential check failed")
 
     async def check(self) -> None:
         held = {holder.identity.credential_key for holder in self._holders.values()}

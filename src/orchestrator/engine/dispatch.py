@@ -22,6 +22,7 @@ from datetime import datetime
 
 from orchestrator.auth.identity import Identity
 from orchestrator.engine.attempts import AttemptRules, Attempts, Refill
+from orchestrator.engine.background import survived
 from orchestrator.engine.credentials import CredentialWatch
 from orchestrator.engine.journal import Changes, Journal
 from orchestrator.engine.reports import FINISHING, AboutTask, Heartbeat, Release, Report
@@ -185,11 +186,8 @@ class Dispatcher:
                 # The safety net: work queued in a way nobody announced.
                 self.wake()
             self._wake.clear()
-            try:
+            with survived("dispatch round"):
                 await self._fill_slots()
-            except Exception:
-                # A database hiccup must not kill dispatching; the next wake retries.
-                log.exception("dispatch round failed")
 
     async def _fill_slots(self) -> None:
         """One claim per kind of worker, for all of that kind's free slots:
@@ -402,15 +400,15 @@ class Dispatcher:
     async def run_rechecks(self) -> None:
         """Recheck what NOTIFY named at once, and everything every second."""
         while True:
+            changed: set[str] | None = None
             try:
                 await asyncio.wait_for(self._changed_wake.wait(), POLL_SECONDS)
                 self._changed_wake.clear()
                 changed, self._changed = self._changed, set()
-                await self.recheck(changed)
             except TimeoutError:
-                await self.recheck()
-            except Exception:
-                log.exception("recheck of held tasks failed")
+                pass  # everything, then
+            with survived("recheck of held tasks"):
+                await self.recheck(changed)
 
     async def recheck(self, task_ids: Collection[str] | None = None) -> None:
         """Tell workers to stop attempts that are no longer theirs: cancelled,

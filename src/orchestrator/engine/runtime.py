@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable
 
 from orchestrator.config import Settings
 from orchestrator.engine.attempts import AttemptRules
+from orchestrator.engine.background import survived
 from orchestrator.engine.credentials import CredentialWatch
 from orchestrator.engine.dispatch import Dispatcher
 from orchestrator.engine.events import EventHub
@@ -21,8 +21,6 @@ from orchestrator.engine.workflows import WorkflowEngine
 from orchestrator.model import TaskEvent, WorkflowEvent
 from orchestrator.store import Database
 from orchestrator.store.notify import listen
-
-log = logging.getLogger(__name__)
 
 
 class Engine:
@@ -113,7 +111,5 @@ class Engine:
 async def _every(seconds: float, step: Callable[[], Awaitable[object]]) -> None:
     while True:
         await asyncio.sleep(seconds)
-        try:
+        with survived("background step"):
             await step()
-        except Exception:
-            log.exception("background step failed")
