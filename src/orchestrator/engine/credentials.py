@@ -27,7 +27,6 @@ from orchestrator.store import credentials as credential_store
 from orchestrator.store.notify import notify
 from orchestrator.store.types import utcnow
 
-
 CHECK_SECONDS = 1.0
 
 
