@@ -11,37 +11,16 @@ import pytest
 from sqlalchemy import select, update
 
 from orchestrator.auth import passwords
-from orchestrator.auth.passwords import LoginQueue
 from orchestrator.auth.tokens import JwtManager
 from orchestrator.engine.accounts import BAD_LOGIN, Accounts
-from orchestrator.engine.credentials import CredentialWatch
-from orchestrator.engine.throttle import LoginThrottle
 from orchestrator.errors import InvalidArgument, NotFound, Unauthenticated
 from orchestrator.store import Database
 from orchestrator.store import sessions as session_store
 from orchestrator.store.schema import login_failures, sessions, users
+from tests.integration.conftest import ADMIN_PASSWORD
 from tests.support.grpc import wait_until
 
-SECRET = "accounts-test-secret-" + "x" * 20
-PASSWORD = "admin-password-1"
 PEER = "ipv4:127.0.0.1:40000"
-
-
-@pytest.fixture
-async def accounts(database: Database) -> Accounts:
-    # Throttling failed logins has its own tests: here it must never interfere.
-    throttle = LoginThrottle(database, per_user=1000, per_peer=1000, window_seconds=60)
-    accounts = Accounts(
-        database,
-        JwtManager(SECRET, 900),
-        3600,
-        throttle,
-        CredentialWatch(database, "test"),
-        login_queue=LoginQueue(100),
-        refresh_reuse_seconds=5,
-    )
-    await accounts.ensure_admin("admin", PASSWORD)
-    return accounts
 
 
 async def refused(call: Awaitable[object]) -> str:
@@ -61,7 +40,7 @@ async def age_rotation(database: Database, seconds: int) -> None:
 
 
 async def test_login(accounts: Accounts) -> None:
-    tokens = await accounts.login("admin", PASSWORD, PEER)
+    tokens = await accounts.login("admin", ADMIN_PASSWORD, PEER)
     assert tokens.user.username == "admin"
     assert tokens.user.is_admin
     assert tokens.expires_in == 900
@@ -77,7 +56,7 @@ async def test_bad_logins_are_indistinguishable(accounts: Accounts, database: Da
         await conn.execute(update(users).where(users.c.username == "mallory").values(disabled=True))
     messages = {
         await refused(accounts.login("admin", "wrong-password", PEER)),
-        await refused(accounts.login("nobody", PASSWORD, PEER)),
+        await refused(accounts.login("nobody", ADMIN_PASSWORD, PEER)),
         await refused(accounts.login("", "", PEER)),
         await refused(accounts.login("mallory", "mallory-password", PEER)),  # disabled
     }
@@ -112,7 +91,7 @@ async def test_a_login_given_up_before_its_answer_does_not_count(
 
 
 async def test_refresh_rotates(accounts: Accounts, database: Database) -> None:
-    first = await accounts.login("admin", PASSWORD, PEER)
+    first = await accounts.login("admin", ADMIN_PASSWORD, PEER)
     second = await accounts.refresh(first.refresh_token)
     assert second.refresh_token != first.refresh_token
     assert second.user.id == first.user.id
@@ -129,7 +108,7 @@ async def test_unknown_refresh_token_is_refused(accounts: Accounts) -> None:
 
 
 async def test_racing_refresh_is_refused_but_family_kept(accounts: Accounts) -> None:
-    first = await accounts.login("admin", PASSWORD, PEER)
+    first = await accounts.login("admin", ADMIN_PASSWORD, PEER)
     second = await accounts.refresh(first.refresh_token)
     await refused(accounts.refresh(first.refresh_token))  # moments later: a client race
     assert (await accounts.refresh(second.refresh_token)).user.username == "admin"
@@ -138,8 +117,8 @@ async def test_racing_refresh_is_refused_but_family_kept(accounts: Accounts) -> 
 async def test_reused_refresh_token_revokes_the_family(
     accounts: Accounts, database: Database
 ) -> None:
-    first = await accounts.login("admin", PASSWORD, PEER)
-    other_session = await accounts.login("admin", PASSWORD, PEER)
+    first = await accounts.login("admin", ADMIN_PASSWORD, PEER)
+    other_session = await accounts.login("admin", ADMIN_PASSWORD, PEER)
     second = await accounts.refresh(first.refresh_token)
     family = (await accounts.authenticate(second.access_token)).session_id
     assert family is not None
@@ -154,7 +133,7 @@ async def test_reused_refresh_token_revokes_the_family(
 
 
 async def test_expired_refresh_token_is_refused(accounts: Accounts, database: Database) -> None:
-    tokens = await accounts.login("admin", PASSWORD, PEER)
+    tokens = await accounts.login("admin", ADMIN_PASSWORD, PEER)
     async with database.write() as conn:
         await conn.execute(
             update(sessions).values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
@@ -163,7 +142,7 @@ async def test_expired_refresh_token_is_refused(accounts: Accounts, database: Da
 
 
 async def test_logout_with_refresh_token(accounts: Accounts) -> None:
-    tokens = await accounts.login("admin", PASSWORD, PEER)
+    tokens = await accounts.login("admin", ADMIN_PASSWORD, PEER)
     identity = await accounts.authenticate(tokens.access_token)
     await accounts.logout(identity, tokens.refresh_token)
     await refused(accounts.refresh(tokens.refresh_token))
@@ -171,14 +150,14 @@ async def test_logout_with_refresh_token(accounts: Accounts) -> None:
 
 
 async def test_logout_without_refresh_token_ends_the_callers_session(accounts: Accounts) -> None:
-    tokens = await accounts.login("admin", PASSWORD, PEER)
+    tokens = await accounts.login("admin", ADMIN_PASSWORD, PEER)
     await accounts.logout(await accounts.authenticate(tokens.access_token), "")
     await refused(accounts.refresh(tokens.refresh_token))
 
 
 async def test_logout_with_someone_elses_token_is_refused(accounts: Accounts) -> None:
     await accounts.create_user("bob", "bob-password", "member")
-    admin = await accounts.login("admin", PASSWORD, PEER)
+    admin = await accounts.login("admin", ADMIN_PASSWORD, PEER)
     bob = await accounts.login("bob", "bob-password", PEER)
     bob_identity = await accounts.authenticate(bob.access_token)
     await refused(accounts.logout(bob_identity, admin.refresh_token))
@@ -194,7 +173,7 @@ async def test_authenticate_refuses_a_bad_token(accounts: Accounts) -> None:
 
 async def test_ensure_admin_is_idempotent_and_resets_the_password(accounts: Accounts) -> None:
     await accounts.ensure_admin("admin", "new-admin-password")
-    await refused(accounts.login("admin", PASSWORD, PEER))
+    await refused(accounts.login("admin", ADMIN_PASSWORD, PEER))
     assert (await accounts.login("admin", "new-admin-password", PEER)).user.is_admin
 
 

@@ -11,33 +11,17 @@ import grpc
 import pytest
 from grpc import aio
 
-from orchestrator.auth import AuthGate, JwtManager
-from orchestrator.auth.passwords import LoginQueue
+from orchestrator.auth import AuthGate
 from orchestrator.engine.accounts import Accounts
-from orchestrator.engine.credentials import CredentialWatch
-from orchestrator.engine.throttle import LoginThrottle
 from orchestrator.proto import tasks_pb2, tasks_pb2_grpc, workers_pb2_grpc
 from orchestrator.services.errors import ErrorInterceptor
-from orchestrator.store import Database
+from tests.integration.conftest import ADMIN_PASSWORD
 from tests.support.grpc import Metadata
-
-SECRET = "unimplemented-test-secret-" + "u" * 20
 
 
 @pytest.fixture
-async def server(database: Database) -> AsyncIterator[tuple[aio.Channel, Metadata]]:
-    throttle = LoginThrottle(database, per_user=1000, per_peer=1000, window_seconds=60)
-    accounts = Accounts(
-        database,
-        JwtManager(SECRET, 900),
-        3600,
-        throttle,
-        CredentialWatch(database, "test"),
-        login_queue=LoginQueue(100),
-        refresh_reuse_seconds=5,
-    )
-    await accounts.ensure_admin("admin", "admin-password-1")
-    tokens = await accounts.login("admin", "admin-password-1", "test")
+async def server(accounts: Accounts) -> AsyncIterator[tuple[aio.Channel, Metadata]]:
+    tokens = await accounts.login("admin", ADMIN_PASSWORD, "test")
     server = aio.server(interceptors=[ErrorInterceptor(), AuthGate(accounts.authenticate)])
     tasks_pb2_grpc.add_TaskServiceServicer_to_server(tasks_pb2_grpc.TaskServiceServicer(), server)
     workers_pb2_grpc.add_WorkerServiceServicer_to_server(
