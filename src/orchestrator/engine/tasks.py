@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -75,6 +76,9 @@ class TaskEngine:
         self._on_queued = on_queued
         self._on_cancelled = on_cancelled
         self._creates = GroupCommit(self._create_many)
+        # One read answers every follower of a task that asks whether its
+        # execution's end is the task's last event (thousands may watch it).
+        self._ends: dict[tuple[str, int], asyncio.Future[bool]] = {}
 
     async def create(self, caller: Identity, new: NewTask) -> Task:
         """The new task, or the caller's task with the same idempotency key."""
@@ -306,11 +310,23 @@ class TaskEngine:
         async def is_last(event: TaskEvent) -> bool:
             if not event.ends_execution:
                 return False
-            if one_execution:
-                return True
-            async with self._db.read() as conn:
-                task = await task_store.get(conn, task_id)
-            return task is None or task.last_sequence == event.sequence
+            return one_execution or await self._nothing_after(task_id, event.sequence)
 
         async for event in self._hub.follow(task_id, after_sequence, read_log, is_last):
             yield event
+
+    async def _nothing_after(self, task_id: str, sequence: int) -> bool:
+        """Whether event `sequence` is the task's latest (it may have been
+        queued again already, or deleted)."""
+        key = (task_id, sequence)
+        answer = self._ends.get(key)
+        if answer is None:
+            answer = asyncio.ensure_future(self._read_nothing_after(task_id, sequence))
+            self._ends[key] = answer
+            answer.add_done_callback(lambda _: self._ends.pop(key, None))
+        return await asyncio.shield(answer)
+
+    async def _read_nothing_after(self, task_id: str, sequence: int) -> bool:
+        async with self._db.read() as conn:
+            task = await task_store.get(conn, task_id)
+        return task is None or task.last_sequence == sequence
