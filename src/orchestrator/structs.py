@@ -1,5 +1,5 @@
 """Between `google.protobuf.Struct` and plain JSON-shaped Python values, for
-the SDKs (workers and clients).
+the SDKs (workers and clients) and the server.
 
 `json_format.MessageToDict` turns every number into a float (`3` arrives as
 `3.0`, so `range(input["n"])` breaks), and `Struct.update` refuses a bad
@@ -19,19 +19,22 @@ from google.protobuf import struct_pb2
 _EXACT_INT = 2**53
 
 
-def to_dict(message: struct_pb2.Struct) -> dict[str, Any]:
-    return {key: _from_value(value) for key, value in message.fields.items()}
+def to_dict(message: struct_pb2.Struct, *, whole_as_int: bool = True) -> dict[str, Any]:
+    """The Struct as plain values. Whole numbers come back as ints unless
+    `whole_as_int` is false (the server keeps JSON's doubles, as CEL sees
+    them)."""
+    return {key: _from_value(value, whole_as_int) for key, value in message.fields.items()}
 
 
-def _from_value(value: struct_pb2.Value) -> Any:
+def _from_value(value: struct_pb2.Value, whole_as_int: bool) -> Any:
     kind = value.WhichOneof("kind")
     if kind == "struct_value":
-        return to_dict(value.struct_value)
+        return to_dict(value.struct_value, whole_as_int=whole_as_int)
     if kind == "list_value":
-        return [_from_value(item) for item in value.list_value.values]
+        return [_from_value(item, whole_as_int) for item in value.list_value.values]
     if kind == "number_value":
         number = value.number_value
-        if number.is_integer() and abs(number) <= _EXACT_INT:
+        if whole_as_int and number.is_integer() and abs(number) <= _EXACT_INT:
             return int(number)
         return number
     if kind == "string_value":

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
+from orchestrator.structs import to_dict
+
 if TYPE_CHECKING:
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
 
@@ -33,21 +35,10 @@ def struct(value: dict[str, Any] | None) -> struct_pb2.Struct | None:
 
 def from_struct(message: struct_pb2.Struct) -> dict[str, Any]:
     """Numbers stay doubles, as JSON numbers are in CEL (DESIGN §4); the SDKs
-    give handlers whole numbers as ints (`orchestrator.structs`). A walk of
-    its own: `json_format.MessageToDict` takes twice as long, and the NaN
-    and Infinity it would refuse were refused when the request was decoded."""
-    return {key: _from_value(value) for key, value in message.fields.items()}
-
-
-def _from_value(value: struct_pb2.Value) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "struct_value":
-        return from_struct(value.struct_value)
-    if kind == "list_value":
-        return [_from_value(item) for item in value.list_value.values]
-    if kind is None or kind == "null_value":
-        return None
-    return getattr(value, kind)
+    give handlers whole numbers as ints. A walk of our own:
+    `json_format.MessageToDict` takes twice as long, and the NaN and
+    Infinity it would refuse were refused when the request was decoded."""
+    return to_dict(message, whole_as_int=False)
 
 
 # Enums on the wire are the domain's names behind the enum's prefix, which is
