@@ -3,30 +3,56 @@ re-check, and what a claim holds while it hands out work."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, Select, Table, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.model import Credential
 from orchestrator.store.schema import api_tokens, sessions, users
 
 
-def _token_live(now: datetime) -> ColumnElement[bool]:
-    return and_(
-        api_tokens.c.revoked_at.is_(None),
-        or_(api_tokens.c.expires_at.is_(None), api_tokens.c.expires_at > now),
-        users.c.disabled.is_(False),
-    )
+@dataclass(frozen=True)
+class _Kind:
+    """Where a kind of credential lives, and when it works."""
+
+    table: Table
+    id: str  # the column `Credential.id` names
+    owner: str
+    works: Callable[[datetime], ColumnElement[bool]]
+
+    def live(self, now: datetime) -> Select[Any]:
+        """(id, owner) of the credentials of this kind that work."""
+        key, owner = self.table.c[self.id], self.table.c[self.owner]
+        return (
+            select(key, owner)
+            .join(users, users.c.id == owner)
+            .where(self.works(now), users.c.disabled.is_(False))
+        )
 
 
-def _session_live(now: datetime) -> ColumnElement[bool]:
-    return and_(
-        sessions.c.revoked_at.is_(None),
-        sessions.c.expires_at > now,
-        users.c.disabled.is_(False),
-    )
+_KINDS = {
+    "api_token": _Kind(
+        api_tokens,
+        "id",
+        "owner_id",
+        lambda now: and_(
+            api_tokens.c.revoked_at.is_(None),
+            or_(api_tokens.c.expires_at.is_(None), api_tokens.c.expires_at > now),
+        ),
+    ),
+    # A login session is its refresh-token family: it works while one of
+    # its tokens is neither revoked nor expired.
+    "session": _Kind(
+        sessions,
+        "family_id",
+        "user_id",
+        lambda now: and_(sessions.c.revoked_at.is_(None), sessions.c.expires_at > now),
+    ),
+}
 
 
 async def dead(
@@ -35,25 +61,11 @@ async def dead(
     """Those of `credentials` that no longer work: revoked, expired, or
     their user disabled or gone."""
     live: set[Credential] = set()
-    token_ids = {c.id for c in credentials if c.kind == "api_token"}
-    if token_ids:
-        query = (
-            select(api_tokens.c.id, api_tokens.c.owner_id)
-            .join(users, users.c.id == api_tokens.c.owner_id)
-            .where(api_tokens.c.id.in_(token_ids), _token_live(now))
-        )
-        live |= {Credential("api_token", row.owner_id, row.id) for row in await conn.execute(query)}
-    families = {c.id for c in credentials if c.kind == "session"}
-    if families:
-        query = (
-            select(sessions.c.family_id, sessions.c.user_id)
-            .join(users, users.c.id == sessions.c.user_id)
-            .where(sessions.c.family_id.in_(families), _session_live(now))
-            .distinct()
-        )
-        live |= {
-            Credential("session", row.user_id, row.family_id) for row in await conn.execute(query)
-        }
+    for name, kind in _KINDS.items():
+        ids = {c.id for c in credentials if c.kind == name}
+        if ids:
+            query = kind.live(now).where(kind.table.c[kind.id].in_(ids)).distinct()
+            live |= {Credential(name, row[1], row[0]) for row in await conn.execute(query)}
     return set(credentials) - live
 
 
@@ -62,26 +74,14 @@ async def hold(conn: AsyncConnection, credential: Credential, now: datetime) -> 
     PostgreSQL its rows are share-locked, so a revocation either commits
     first (and this sees it) or waits for this transaction. SQLite has one
     writer, which serializes the two anyway."""
-    if credential.kind == "api_token":
-        query = (
-            select(api_tokens.c.id)
-            .join(users, users.c.id == api_tokens.c.owner_id)
-            .where(
-                api_tokens.c.id == credential.id,
-                api_tokens.c.owner_id == credential.user_id,
-                _token_live(now),
-            )
-            .with_for_update(read=True)
+    kind = _KINDS[credential.kind]
+    query = (
+        kind.live(now)
+        .where(
+            kind.table.c[kind.id] == credential.id,
+            kind.table.c[kind.owner] == credential.user_id,
         )
-    else:
-        query = (
-            select(sessions.c.id)
-            .join(users, users.c.id == sessions.c.user_id)
-            .where(
-                sessions.c.family_id == credential.id,
-                sessions.c.user_id == credential.user_id,
-                _session_live(now),
-            )
-            .with_for_update(read=True)
-        )
-    return (await conn.execute(query.limit(1))).first() is not None
+        .with_for_update(read=True)
+        .limit(1)
+    )
+    return (await conn.execute(query)).first() is not None
