@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     max_lost_deliveries: Annotated[
         int, _env("ORCHESTRATOR_MAX_LOST_DELIVERIES"), Field(ge=1, le=1000)
     ] = 3
+    retention_days: Annotated[
+        float, _env("ORCHESTRATOR_RETENTION_DAYS"), Field(ge=0, le=36_500)
+    ] = 30.0
     lease_seconds: Annotated[float, _env("ORCHESTRATOR_LEASE_SECONDS"), Field(ge=1, le=3600)] = 30.0
     heartbeat_seconds: Annotated[
         float, _env("ORCHESTRATOR_HEARTBEAT_SECONDS"), Field(gt=0, le=600)

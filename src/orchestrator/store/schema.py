@@ -126,7 +126,12 @@ tasks = Table(
     # The dispatch order, so a claim reads the first rows instead of sorting
     # the whole queue (which made a backlog of N tasks cost N² to drain).
     Index("ix_tasks_dispatch_order", "status", "dispatch_rank", "queued_at", "id"),
+    # The same order within one type: a claim for a rare type reads its own
+    # tasks, not the backlog of another.
+    Index("ix_tasks_dispatch_order_by_type", "status", "type", "dispatch_rank", "queued_at", "id"),
     Index(None, "status", "created_at"),
+    # Retention: the oldest finished first.
+    Index(None, "finished_at"),
     Index(None, "owner_id", "created_at"),
     Index(None, "worker_id"),
 )
@@ -192,6 +197,7 @@ workflow_runs = Table(
     Column("last_sequence", BigInteger, nullable=False),
     Index(None, "owner_id", "created_at"),
     Index(None, "workflow_id", "created_at"),
+    Index(None, "finished_at"),
 )
 
 run_nodes = Table(
