@@ -16,9 +16,10 @@ import logging
 import re
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from orchestrator.auth.identity import Identity
 from orchestrator.engine.attempts import AttemptRules, Attempts, Refill
@@ -162,6 +163,7 @@ class Dispatcher:
         self._changed: set[str] = set()
         self._changed_wake = asyncio.Event()
         self._draining = False
+        self._background: set[asyncio.Task[object]] = set()
 
     @property
     def sessions(self) -> list[WorkerSession]:
@@ -218,11 +220,9 @@ class Dispatcher:
         finally:
             for session in sessions:
                 session.claiming = False
-        await self._deal(sessions, refill, claimed)
+        self._deal(sessions, refill, claimed)
 
-    async def _deal(
-        self, sessions: Sequence[WorkerSession], refill: Refill, claimed: list[Task]
-    ) -> None:
+    def _deal(self, sessions: Sequence[WorkerSession], refill: Refill, claimed: list[Task]) -> None:
         """Claimed tasks to their workers; a claim that found less than it
         asked for starves its workers until tasks are queued again."""
         asked = sum(count for _, count in refill.slots)
@@ -234,20 +234,59 @@ class Dispatcher:
         for session in sessions:
             if asked and len(claimed) < asked:
                 session.starved = True
-            await self._hand_out(session, by_worker.get(session.id, []))
+            self._hand_out(session, by_worker.get(session.id, []))
 
-    async def _hand_out(self, session: WorkerSession, claimed: list[Task]) -> None:
+    def _hand_out(self, session: WorkerSession, claimed: list[Task]) -> None:
         if not claimed:
             return
         if session.id not in self._sessions:
             # Gone while claiming: its new tasks go straight back.
-            await self.attempts.requeue_worker(
-                session.id, "worker disconnected before its assignment was sent", lost=False
+            self._in_background(
+                self.attempts.requeue_worker(
+                    session.id, "worker disconnected before its assignment was sent", lost=False
+                )
             )
             return
         for task in claimed:
             session.in_flight[task.id] = task.fencing_token
             session.outbound.put_nowait(Assign(task))
+
+    def _in_background(self, work: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def claim_within(self, changes: Changes) -> None:
+        """Tasks this transaction queued go to idle workers that serve their
+        types, in the transaction itself: they start as they are created (or
+        as the node before them finishes), with no dispatch round between."""
+        kinds: defaultdict[tuple[object, ...], list[WorkerSession]] = defaultdict(list)
+        for session in self._sessions.values():
+            if (
+                session.free > 0
+                and not session.claiming
+                and not changes.queued_types.isdisjoint(session.task_types)
+            ):
+                kinds[_kind(session)].append(session)
+        for sessions in kinds.values():
+            for session in sessions:
+                session.claiming = True
+            changes.after_rollback.append(functools.partial(self._claimed, sessions))
+            refill = _refill(sessions, lambda s: s.free)
+            claimed = await self.attempts.claim(changes, refill)
+            hand_over = functools.partial(self._hand_over, sessions, refill, claimed)
+            changes.after_commit.append(hand_over)
+
+    def _hand_over(
+        self, sessions: Sequence[WorkerSession], refill: Refill, claimed: list[Task]
+    ) -> None:
+        self._claimed(sessions)
+        self._deal(sessions, refill, claimed)
+
+    @staticmethod
+    def _claimed(sessions: Sequence[WorkerSession]) -> None:
+        for session in sessions:
+            session.claiming = False
 
     def register(
         self, caller: Identity, name: str, task_types: Sequence[str], slots: int
@@ -338,7 +377,7 @@ class Dispatcher:
             self._free(session, report.task_id, report.fencing_token)
             session.outbound.put_nowait(Reject(report.task_id, report.fencing_token, reason))
         if refilled is not None:
-            await self._deal([session], *refilled)
+            self._deal([session], *refilled)
 
     async def _record(
         self, tx: Changes, *, session: WorkerSession, batch: list[Report], refill: bool

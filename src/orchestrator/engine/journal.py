@@ -58,8 +58,12 @@ class Changes:
         self.run_events: list[WorkflowEvent] = []
         # Runs this transaction has loaded, locked and may change.
         self.runs: dict[str, RunState] = {}
-        # Work that must only happen once the change is committed.
+        # Work that must only happen once the change is committed, and what
+        # undoes this transaction's marks in memory if it is not.
         self.after_commit: list[Callable[[], None]] = []
+        self.after_rollback: list[Callable[[], None]] = []
+        # Types of the tasks this transaction queued.
+        self.queued_types: set[str] = set()
 
     def record(
         self,
@@ -83,6 +87,8 @@ class Changes:
             worker_id=task.worker_id,
         )
         self.events.append(event)
+        if task.status is TaskStatus.QUEUED:
+            self.queued_types.add(task.type)
         if task.workflow_run_id:
             self.node_events.append((task, event))
         return event
@@ -105,6 +111,9 @@ class Journal:
         # Set by the engine: lets workflow runs react to their tasks' events
         # inside the same transaction (the checkpoint).
         self.settle: Settle | None = None
+        # Set by the engine: hands tasks a transaction queued to idle
+        # workers in that same transaction.
+        self.dispatch: Settle | None = None
         # On PostgreSQL: tell the other replicas (this one's name).
         self.notify_as: str | None = None
 
@@ -146,24 +155,40 @@ class Journal:
 
     @contextlib.asynccontextmanager
     async def change(self) -> AsyncIterator[Changes]:
-        async with self.database.write() as conn:
-            changes = Changes(conn)
-            yield changes
-            await self.settle_now(changes)
-            await event_store.append(conn, changes.events)
-            await run_store.append(conn, changes.run_events)
-            if self.notify_as is not None and (changes.events or changes.run_events):
-                await notify(
-                    conn,
-                    self.notify_as,
-                    queued=any(e.status is TaskStatus.QUEUED for e in changes.events),
-                    keys=[e.task_id for e in changes.events]
-                    + [e.run_id for e in changes.run_events],
-                )
+        changes: Changes | None = None
+        try:
+            async with self.database.write() as conn:
+                changes = Changes(conn)
+                yield changes
+                await self._finish(changes)
+        except BaseException:
+            for undo in changes.after_rollback if changes is not None else ():
+                undo()
+            raise
         _publish(self.task_hub, changes.events, lambda e: e.task_id)
         _publish(self.run_hub, changes.run_events, lambda e: e.run_id)
         for callback in changes.after_commit:
             callback()
+
+    async def _finish(self, changes: Changes) -> None:
+        """What every transaction does last: runs react to their tasks,
+        tasks it queued go to idle workers (their start commits with it),
+        events are appended, other replicas are told."""
+        conn = changes.conn
+        await self.settle_now(changes)
+        if self.dispatch is not None and changes.queued_types:
+            await self.dispatch(changes)
+            # Node tasks just started: their runs say so too.
+            await self.settle_now(changes)
+        await event_store.append(conn, changes.events)
+        await run_store.append(conn, changes.run_events)
+        if self.notify_as is not None and (changes.events or changes.run_events):
+            await notify(
+                conn,
+                self.notify_as,
+                queued=any(e.status is TaskStatus.QUEUED for e in changes.events),
+                keys=[e.task_id for e in changes.events] + [e.run_id for e in changes.run_events],
+            )
 
 
 def _publish(hub: EventHub[E], events: list[E], key: Callable[[E], str]) -> None:

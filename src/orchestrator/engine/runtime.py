@@ -14,6 +14,7 @@ from orchestrator.engine.credentials import CredentialWatch
 from orchestrator.engine.dispatch import Dispatcher
 from orchestrator.engine.events import EventHub
 from orchestrator.engine.journal import Journal
+from orchestrator.engine.retention import Retention
 from orchestrator.engine.retry import Backoff
 from orchestrator.engine.runs import RunDriver
 from orchestrator.engine.tasks import TaskEngine
@@ -59,6 +60,7 @@ class Engine:
             on_cancelled=self.dispatcher.cancel_assignment,
         )
         journal.settle = driver.settle
+        journal.dispatch = self.dispatcher.claim_within
         self.workflows = WorkflowEngine(
             database,
             journal,
@@ -69,6 +71,9 @@ class Engine:
         # Leases are checked several times per lease so a lost one is noticed
         # well before a second lease would have run out.
         self._reap_every = min(1.0, settings.lease_seconds / 4)
+        self._retention = (
+            Retention(database, settings.retention_days) if settings.retention_days else None
+        )
         self._loops: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -80,6 +85,8 @@ class Engine:
             asyncio.create_task(self.dispatcher.run_rechecks(), name="held-task-checks"),
             asyncio.create_task(self._credentials.run(), name="credential-checks"),
         ]
+        if self._retention is not None:
+            self._loops.append(asyncio.create_task(self._retention.run(), name="retention"))
         if self._listen_dsn:
             self._loops.append(
                 asyncio.create_task(
