@@ -305,7 +305,12 @@ class TaskEngine:
 
         async def read_log(after: int, limit: int) -> list[TaskEvent]:
             async with self._db.read() as conn:
-                return await event_store.after(conn, task_id, after, limit)
+                events = await event_store.after(conn, task_id, after, limit)
+            if not events and after < task.last_sequence:
+                # Events known to exist are gone: the task was deleted
+                # (DeleteTask, retention) while its log was being replayed.
+                raise NotFound(f"task {task_id} not found")
+            return events
 
         async def is_last(event: TaskEvent) -> bool:
             if not event.ends_execution:

@@ -184,7 +184,12 @@ class WorkflowEngine:
 
         async def read_log(after: int, limit: int) -> list[WorkflowEvent]:
             async with self._db.read() as conn:
-                return await run_store.events_after(conn, run_id, after, limit)
+                events = await run_store.events_after(conn, run_id, after, limit)
+            if not events and after < run.last_sequence:
+                # Events known to exist are gone: the run was deleted (with its
+                # workflow, or by retention) while its log was being replayed.
+                raise NotFound(f"workflow run {run_id} not found")
+            return events
 
         async def is_last(event: WorkflowEvent) -> bool:
             return event.type in RUN_ENDING_EVENTS

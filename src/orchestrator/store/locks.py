@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 MIGRATION_LOCK = 0x6F726368
 REAPER_LOCK = 0x6F726331
+RETENTION_LOCK = 0x6F726332
 
 
 async def try_lock(conn: AsyncConnection, key: int) -> bool:
