@@ -123,11 +123,10 @@ tasks = Table(
     Column("workflow_run_id", String(36), nullable=True),
     Column("node_id", String(128), nullable=True),
     UniqueConstraint("owner_id", "idempotency_key"),
-    # The dispatch order, so a claim reads the first rows instead of sorting
-    # the whole queue (which made a backlog of N tasks cost N² to drain).
-    Index("ix_tasks_dispatch_order", "status", "dispatch_rank", "queued_at", "id"),
-    # The same order within one type: a claim for a rare type reads its own
-    # tasks, not the backlog of another.
+    # The dispatch order within one type: a claim reads the first rows of
+    # each of its types (see store/tasks.py `claim`) instead of sorting the
+    # whole queue (which made a backlog of N tasks cost N² to drain) or
+    # walking past another type's backlog.
     Index("ix_tasks_dispatch_order_by_type", "status", "type", "dispatch_rank", "queued_at", "id"),
     Index(None, "status", "created_at"),
     # Retention: the oldest finished first.

@@ -9,6 +9,7 @@ touches nothing and returns None.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -16,7 +17,22 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, delete, or_, select, tuple_, update
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    FromClause,
+    Select,
+    String,
+    any_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    true,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -263,24 +279,19 @@ async def claim(
 ) -> list[Task]:
     """Queued tasks of these types, highest priority then oldest first, now
     RUNNING: up to `count` for each `(worker_id, count)`, dealt out in turn.
-    Two statements whatever the number of workers: the rows are read (and,
-    on PostgreSQL, locked, skipping those another replica is claiming;
-    SQLite has one writer), and then changed as read."""
-    conditions = [
-        tasks.c.status == TaskStatus.QUEUED,
-        tasks.c.type.in_(list(types)),
-        tasks.c.available_at <= now,
-    ]
-    if owner_id is not None:
-        conditions.append(tasks.c.owner_id == owner_id)
-    chosen = (
-        select(tasks)
-        .where(*conditions)
-        .order_by(tasks.c.dispatch_rank, tasks.c.queued_at, tasks.c.id)
-        .limit(sum(count for _, count in slots))
-        .with_for_update(skip_locked=True)
-    )
-    rows = (await conn.execute(chosen)).all()
+    Two statements whatever the number of workers or types: the rows are
+    read (and, on PostgreSQL, locked, skipping those another replica is
+    claiming; SQLite has one writer), and then changed as read."""
+    wanted = sum(count for _, count in slots)
+    chosen = _chosen(conn.dialect.name, by_owner=owner_id is not None)
+    parameters = {
+        "claim_types": sorted(set(types)),
+        "claim_owner": owner_id,
+        "claim_now": now,
+        "claim_wanted": wanted,
+        "claim_candidates": 2 * wanted,
+    }
+    rows = (await conn.execute(chosen, parameters)).all()
     claimed = [
         replace(
             _task(row),
@@ -302,27 +313,117 @@ async def claim(
     ]
     if claimed:
         await conn.execute(
-            update(tasks)
-            .where(tasks.c.id == bindparam("claimed_id"))
-            .values(
-                status=TaskStatus.RUNNING,
-                worker_id=bindparam("claimed_by"),
-                attempt=tasks.c.attempt + 1,
-                fencing_token=tasks.c.fencing_token + 1,
-                started_at=now,
-                updated_at=now,
-                lease_expires_at=lease_expires_at,
-                deadline_at=bindparam("deadline"),
-                progress=0,
-                progress_message="",
-                last_sequence=NEXT_SEQUENCE,
-            ),
+            _START,
             [
-                {"claimed_id": t.id, "claimed_by": t.worker_id, "deadline": t.deadline_at}
+                {
+                    "claimed_id": t.id,
+                    "claimed_by": t.worker_id,
+                    "claimed_at": now,
+                    "lease": lease_expires_at,
+                    "deadline": t.deadline_at,
+                }
                 for t in claimed
             ],
         )
     return claimed
+
+
+# The claim's UPDATE, built once: building it per claim cost more than
+# running it.
+_START = (
+    update(tasks)
+    .where(tasks.c.id == bindparam("claimed_id"))
+    .values(
+        status=TaskStatus.RUNNING,
+        worker_id=bindparam("claimed_by"),
+        attempt=tasks.c.attempt + 1,
+        fencing_token=tasks.c.fencing_token + 1,
+        started_at=bindparam("claimed_at"),
+        updated_at=bindparam("claimed_at"),
+        lease_expires_at=bindparam("lease"),
+        deadline_at=bindparam("deadline"),
+        progress=0,
+        progress_message="",
+        last_sequence=NEXT_SEQUENCE,
+    )
+)
+
+
+@functools.cache
+def _chosen(dialect: str, *, by_owner: bool) -> Select[Any]:
+    """The first `claim_wanted` claimable tasks of `claim_types` in dispatch
+    order, read type by type from `ix_tasks_dispatch_order_by_type`, where
+    each type's queue is a range of its own, already in dispatch order: the
+    first rows of each type, merged. One ordered scan with `type IN (...)`
+    would read every queued task of those types to sort them, and an index
+    without the type walks past other types' backlogs. Built once per
+    shape: building it (an alias of a wide table) cost more than running it."""
+    queued = tasks.alias("queued")
+    if dialect == "postgresql":
+        return _chosen_and_locked(queued, by_owner=by_owner)
+    # SQLite has one writer, so nothing to lock; and no LATERAL: a
+    # correlated `id IN (the first rows of this type)` per type, which
+    # SQLite answers from the index, then by primary key.
+    keys = func.json_each(bindparam("claim_types", type_=JSON)).table_valued("value")
+    heads = (
+        select(queued.c.id)
+        .where(queued.c.type == keys.c.value, *_claimable(queued, by_owner=by_owner))
+        .order_by(*_in_order(queued))
+        .limit(bindparam("claim_wanted"))
+    )
+    return (
+        select(tasks)
+        .select_from(keys.join(tasks, tasks.c.id.in_(heads)))
+        .order_by(*_in_order(tasks))
+        .limit(bindparam("claim_wanted"))
+    )
+
+
+def _chosen_and_locked(queued: FromClause, *, by_owner: bool) -> Select[Any]:
+    """PostgreSQL refuses FOR UPDATE over a UNION or a LATERAL join, so the
+    candidates are read unlocked and the tasks then locked by id, skipping
+    those another replica holds. Locking re-checks the conditions against
+    the row as last committed: a task another replica claimed meanwhile
+    drops out. Twice as many candidates as wanted (`claim_candidates`) keep
+    a claim full while another replica takes the same head of the queue."""
+    listed = bindparam("claim_types", type_=postgresql.ARRAY(String))
+    key = func.unnest(listed).table_valued("type").render_derived()
+    heads = (
+        select(*_in_order(queued))
+        .where(queued.c.type == key.c.type, *_claimable(queued, by_owner=by_owner))
+        .order_by(*_in_order(queued))
+        .limit(bindparam("claim_candidates"))
+        .lateral("heads")
+    )
+    candidates = (
+        select(heads.c.id)
+        .select_from(key.join(heads, true()))
+        .order_by(*_in_order(heads))
+        .limit(bindparam("claim_candidates"))
+    )
+    return (
+        select(tasks)
+        .where(
+            tasks.c.id.in_(candidates),
+            tasks.c.type == any_(listed),
+            *_claimable(tasks, by_owner=by_owner),
+        )
+        .order_by(*_in_order(tasks))
+        .limit(bindparam("claim_wanted"))
+        .with_for_update(skip_locked=True)
+    )
+
+
+def _claimable(rows: FromClause, *, by_owner: bool) -> list[ColumnElement[bool]]:
+    conditions = [rows.c.status == TaskStatus.QUEUED, rows.c.available_at <= bindparam("claim_now")]
+    if by_owner:
+        conditions.append(rows.c.owner_id == bindparam("claim_owner"))
+    return conditions
+
+
+def _in_order(rows: FromClause) -> tuple[ColumnElement[Any], ...]:
+    """Dispatch order: highest priority (lowest rank), then oldest, then id."""
+    return (rows.c.dispatch_rank, rows.c.queued_at, rows.c.id)
 
 
 def _dealt(slots: Sequence[tuple[str, int]]) -> Iterator[str]:

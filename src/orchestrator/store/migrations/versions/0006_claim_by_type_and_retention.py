@@ -1,4 +1,5 @@
-"""Dispatch order within a type, and finished rows by age (for retention).
+"""Dispatch order within a type (which serves every claim, so the order
+across types goes), and finished rows by age (for retention).
 
 Revision ID: 0006
 Revises: 0005
@@ -21,6 +22,7 @@ def upgrade() -> None:
         "tasks",
         ["status", "type", "dispatch_rank", "queued_at", "id"],
     )
+    op.drop_index("ix_tasks_dispatch_order", table_name="tasks")
     op.create_index("ix_tasks_finished_at", "tasks", ["finished_at"])
     op.create_index("ix_workflow_runs_finished_at", "workflow_runs", ["finished_at"])
 
@@ -28,4 +30,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_workflow_runs_finished_at", table_name="workflow_runs")
     op.drop_index("ix_tasks_finished_at", table_name="tasks")
+    op.create_index(
+        "ix_tasks_dispatch_order", "tasks", ["status", "dispatch_rank", "queued_at", "id"]
+    )
     op.drop_index("ix_tasks_dispatch_order_by_type", table_name="tasks")
