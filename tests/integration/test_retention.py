@@ -42,8 +42,10 @@ from orchestrator.store import runs as run_store
 from orchestrator.store import tasks as task_store
 from orchestrator.store import users as user_store
 from orchestrator.store import workflows as workflow_store
+from orchestrator.store.locks import RETENTION_LOCK, try_lock
 from orchestrator.store.schema import run_nodes, task_events, tasks, workflow_events, workflow_runs
 from orchestrator.store.types import utcnow
+from tests.support.database import backend
 
 AGE_DAYS = 30
 OLD = timedelta(days=AGE_DAYS + 10)
@@ -285,6 +287,17 @@ async def test_run_batches_are_bounded(database: Database, owner: str) -> None:
     assert await count(database, tasks, tasks.c.id.is_not(None)) == 3
     assert await Retention(database, AGE_DAYS, run_batch=2).sweep() == Swept(tasks=0, runs=3)
     assert await count(database, tasks, tasks.c.id.is_not(None)) == 0
+
+
+@pytest.mark.skipif(backend() != "postgres", reason="SQLite has one writer: no lock to share")
+async def test_one_replica_at_a_time(database: Database, owner: str) -> None:
+    """While another replica holds the retention lock, a sweep leaves the
+    round to it."""
+    await add_tasks(database, owner, 3)
+    async with database.write() as other_replica:
+        assert await try_lock(other_replica, RETENTION_LOCK)
+        assert await Retention(database, AGE_DAYS).sweep() == Swept(tasks=0, runs=0)
+    assert await Retention(database, AGE_DAYS).sweep() == Swept(tasks=3, runs=0)
 
 
 # -- followers and settings ------------------------------------------------------

@@ -6,7 +6,7 @@ tasks; run_nodes and workflow_events to workflow_runs), which PostgreSQL
 always honours and SQLite does with `PRAGMA foreign_keys=ON` (set on every
 connection). A run's tasks have no foreign key to it: they are deleted with
 their run, never on their own while the run is kept, since its nodes name
-them.
+them. A task whose run is gone (deleted with its workflow) is on its own.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.model import TERMINAL, RunStatus
-from orchestrator.store.schema import tasks, workflow_runs
+from orchestrator.store.schema import run_nodes, tasks, workflow_runs
 
 
 async def delete_tasks(conn: AsyncConnection, finished_before: datetime, limit: int) -> int:
@@ -58,6 +58,11 @@ async def delete_runs(conn: AsyncConnection, finished_before: datetime, limit: i
     run_ids = list(await conn.scalars(oldest))
     if not run_ids:
         return 0
-    await conn.execute(delete(tasks).where(tasks.c.workflow_run_id.in_(run_ids)))
+    # Found through the nodes that name them (as lock_tasks does): tasks have
+    # no index on their run, and each node's task is set with its creation.
+    of_runs = select(run_nodes.c.task_id).where(
+        run_nodes.c.run_id.in_(run_ids), run_nodes.c.task_id.is_not(None)
+    )
+    await conn.execute(delete(tasks).where(tasks.c.id.in_(of_runs)))
     await conn.execute(delete(workflow_runs).where(workflow_runs.c.id.in_(run_ids)))
     return len(run_ids)
