@@ -18,7 +18,6 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     ColumnElement,
     FromClause,
     Select,
@@ -354,38 +353,40 @@ def _chosen(dialect: str, *, by_owner: bool) -> Select[Any]:
     """The first `claim_wanted` claimable tasks of `claim_types` in dispatch
     order, read type by type from `ix_tasks_dispatch_order_by_type`, where
     each type's queue is a range of its own, already in dispatch order: the
-    first rows of each type, merged. One ordered scan with `type IN (...)`
-    would read every queued task of those types to sort them, and an index
-    without the type walks past other types' backlogs. Built once per
-    shape: building it (an alias of a wide table) cost more than running it."""
-    queued = tasks.alias("queued")
+    first rows of each type, merged. (An index without the type walks past
+    other types' backlogs.) Built once per shape: building it cost more
+    than running it.
+
+    SQLite does this with a plain `type IN (...)`: it reads the IN list's
+    ranges one by one and leaves each as soon as its rows can no longer
+    make the LIMIT (its ORDER BY … LIMIT early-out), so it reads about
+    `claim_wanted` rows per type, whatever the backlog (the tests measure
+    it). SQLite has one writer: nothing to lock."""
     if dialect == "postgresql":
-        return _chosen_and_locked(queued, by_owner=by_owner)
-    # SQLite has one writer, so nothing to lock; and no LATERAL: a
-    # correlated `id IN (the first rows of this type)` per type, which
-    # SQLite answers from the index, then by primary key.
-    keys = func.json_each(bindparam("claim_types", type_=JSON)).table_valued("value")
-    heads = (
-        select(queued.c.id)
-        .where(queued.c.type == keys.c.value, *_claimable(queued, by_owner=by_owner))
-        .order_by(*_in_order(queued))
-        .limit(bindparam("claim_wanted"))
-    )
+        return _chosen_and_locked(by_owner=by_owner)
     return (
         select(tasks)
-        .select_from(keys.join(tasks, tasks.c.id.in_(heads)))
+        .where(
+            tasks.c.type.in_(bindparam("claim_types", expanding=True)),
+            *_claimable(tasks, by_owner=by_owner),
+        )
         .order_by(*_in_order(tasks))
         .limit(bindparam("claim_wanted"))
     )
 
 
-def _chosen_and_locked(queued: FromClause, *, by_owner: bool) -> Select[Any]:
-    """PostgreSQL refuses FOR UPDATE over a UNION or a LATERAL join, so the
+def _chosen_and_locked(*, by_owner: bool) -> Select[Any]:
+    """PostgreSQL reads every row of the types in a `type IN (...)` to sort
+    them, so each type's first rows are read on their own: an `unnest` of
+    the types LATERAL-joined to each one's range of the index.
+
+    FOR UPDATE is refused over a LATERAL join (or a UNION), so these
     candidates are read unlocked and the tasks then locked by id, skipping
     those another replica holds. Locking re-checks the conditions against
     the row as last committed: a task another replica claimed meanwhile
     drops out. Twice as many candidates as wanted (`claim_candidates`) keep
     a claim full while another replica takes the same head of the queue.
+
     `id = ANY(ARRAY(candidates))`, not `id IN (candidates)`: the ids come
     from an InitPlan and the tasks by primary key even in a generic plan,
     where the planner, not knowing the LIMIT, guesses 10,000 candidates and
@@ -393,6 +394,7 @@ def _chosen_and_locked(queued: FromClause, *, by_owner: bool) -> Select[Any]:
     backlog of 300,000)."""
     listed = bindparam("claim_types", type_=postgresql.ARRAY(String))
     key = func.unnest(listed).table_valued("type").render_derived()
+    queued = tasks.alias("queued")
     heads = (
         select(*_in_order(queued))
         .where(queued.c.type == key.c.type, *_claimable(queued, by_owner=by_owner))
