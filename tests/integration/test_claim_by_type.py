@@ -1,6 +1,7 @@
-"""The claim by type (store/tasks.py `claim`) on the selected backend: which
-tasks it takes and in what order across several types, and that its cost
-follows what it claims, not the backlog of other types."""
+"""The claim by type (store/tasks.py `claim`, its SQL in store/claiming.py)
+on the selected backend: which tasks it takes and in what order across
+several types, and that its cost follows what it claims, not the backlog of
+other types."""
 
 from __future__ import annotations
 

@@ -124,7 +124,7 @@ tasks = Table(
     Column("node_id", String(128), nullable=True),
     UniqueConstraint("owner_id", "idempotency_key"),
     # The dispatch order within one type: a claim reads the first rows of
-    # each of its types (see store/tasks.py `claim`) instead of sorting the
+    # each of its types (see store/claiming.py) instead of sorting the
     # whole queue (which made a backlog of N tasks cost N² to drain) or
     # walking past another type's backlog.
     Index("ix_tasks_dispatch_order_by_type", "status", "type", "dispatch_rank", "queued_at", "id"),
