@@ -20,8 +20,9 @@ from sqlalchemy import ColumnElement, delete, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from orchestrator.errors import Aborted
 from orchestrator.model import NewTask, Task, TaskStatus
-from orchestrator.store import claiming
+from orchestrator.store import claiming, failures
 from orchestrator.store.schema import tasks
 from orchestrator.store.types import newer_first_after
 
@@ -148,6 +149,9 @@ async def insert_new(
         inserted = set((await conn.execute(statement, values)).scalars())
     taken = [(v["owner_id"], v["idempotency_key"]) for v in values if v["id"] not in inserted]
     existing = await _by_keys(conn, taken)
+    if len(existing) < len(set(taken)):
+        # The task that held a key was deleted in between: run it again.
+        raise Aborted(failures.CONFLICT)
     outcomes = [
         (_task(SimpleNamespace(**v)), True)
         if v["id"] in inserted
