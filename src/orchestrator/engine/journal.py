@@ -18,8 +18,8 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Protocol, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -129,8 +129,7 @@ class Journal:
         tries = 1
         while True:
             try:
-                async with self.change() as changes:
-                    return await body(changes)
+                return await _to_the_end(self._once(body))
             except Aborted as conflict:
                 if tries >= CONFLICT_TRIES:
                     raise
@@ -138,6 +137,10 @@ class Journal:
                 log.info("transaction conflicted, running it again: %s", cause)
                 await asyncio.sleep(CONFLICT.delay(tries))
                 tries += 1
+
+    async def _once(self, body: Callable[[Changes], Awaitable[T]]) -> T:
+        async with self.change() as changes:
+            return await body(changes)
 
     async def transact_patiently(self, body: Callable[[Changes], Awaitable[T]], what: str) -> T:
         """`transact`, tried again and again until it goes through, for work
@@ -189,6 +192,23 @@ class Journal:
                 queued=any(e.status is TaskStatus.QUEUED for e in changes.events),
                 keys=[e.task_id for e in changes.events] + [e.run_id for e in changes.run_events],
             )
+
+
+async def _to_the_end(transaction: Coroutine[Any, Any, T]) -> T:
+    """The transaction's outcome. A caller that goes away (a client hanging
+    up) does not cut it short: cancelled while committing, it could not know
+    whether it committed, and what it promised to do after (publish events,
+    hand out what it claimed) would be lost."""
+    task = asyncio.ensure_future(transaction)
+    task.add_done_callback(_outcome_taken)
+    return await asyncio.shield(task)
+
+
+def _outcome_taken(task: asyncio.Future[Any]) -> None:
+    # Marked as seen: a caller that stayed gets the outcome and reports it;
+    # one that left wants none ("exception was never retrieved" otherwise).
+    if not task.cancelled():
+        task.exception()
 
 
 def _publish(hub: EventHub[E], events: list[E], key: Callable[[E], str]) -> None:
