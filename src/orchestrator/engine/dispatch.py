@@ -16,7 +16,7 @@ import logging
 import re
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Collection, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -194,12 +194,17 @@ class Dispatcher:
     async def _fill_slots(self) -> None:
         """One claim per kind of worker, for all of that kind's free slots:
         a round costs the same for one idle worker as for a thousand."""
+        for sessions in self._idle(lambda session: not session.starved):
+            await self._claim_for(sessions)
+
+    def _idle(self, wanted: Callable[[WorkerSession], bool]) -> Iterable[list[WorkerSession]]:
+        """Sessions with free slots and no claim under way that are `wanted`,
+        by kind: one claim serves each group."""
         kinds: defaultdict[tuple[object, ...], list[WorkerSession]] = defaultdict(list)
         for session in self._sessions.values():
-            if session.free > 0 and not session.claiming and not session.starved:
+            if session.free > 0 and not session.claiming and wanted(session):
                 kinds[_kind(session)].append(session)
-        for sessions in kinds.values():
-            await self._claim_for(sessions)
+        return kinds.values()
 
     async def _claim_for(self, sessions: list[WorkerSession]) -> None:
         for session in sessions:
@@ -218,8 +223,7 @@ class Dispatcher:
             log.warning("no tasks claimed this round: %s", failure.message)
             return
         finally:
-            for session in sessions:
-                session.claiming = False
+            self._claimed(sessions)
         self._deal(sessions, refill, claimed)
 
     def _deal(self, sessions: Sequence[WorkerSession], refill: Refill, claimed: list[Task]) -> None:
@@ -260,15 +264,8 @@ class Dispatcher:
         """Tasks this transaction queued go to idle workers that serve their
         types, in the transaction itself: they start as they are created (or
         as the node before them finishes), with no dispatch round between."""
-        kinds: defaultdict[tuple[object, ...], list[WorkerSession]] = defaultdict(list)
-        for session in self._sessions.values():
-            if (
-                session.free > 0
-                and not session.claiming
-                and not changes.queued_types.isdisjoint(session.task_types)
-            ):
-                kinds[_kind(session)].append(session)
-        for sessions in kinds.values():
+        queued = changes.queued_types
+        for sessions in self._idle(lambda session: not queued.isdisjoint(session.task_types)):
             for session in sessions:
                 session.claiming = True
             changes.after_rollback.append(functools.partial(self._claimed, sessions))
