@@ -11,6 +11,7 @@ they free are refilled in that same transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import re
@@ -394,7 +395,7 @@ class Dispatcher:
             return refused, None
         # Nothing to claim for a starved worker, unless this very
         # transaction queued something (a finished node's children).
-        if session.starved and not any(e.status is TaskStatus.QUEUED for e in tx.events):
+        if session.starved and not tx.queued_types:
             return refused, None
         ending: list[AboutTask] = [r for r in batch if isinstance(r, FINISHING)]
         ending += [r for r, _ in refused if not isinstance(r, Heartbeat)]
@@ -435,14 +436,20 @@ class Dispatcher:
 
     async def run_rechecks(self) -> None:
         """Recheck what NOTIFY named at once, and everything every second."""
+        loop = asyncio.get_running_loop()
+        everything_at = loop.time() + POLL_SECONDS
         while True:
-            changed: set[str] | None = None
-            try:
-                await asyncio.wait_for(self._changed_wake.wait(), POLL_SECONDS)
-                self._changed_wake.clear()
-                changed, self._changed = self._changed, set()
-            except TimeoutError:
-                pass  # everything, then
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._changed_wake.wait(), max(0.0, everything_at - loop.time())
+                )
+            self._changed_wake.clear()
+            changed: set[str] | None
+            changed, self._changed = self._changed, set()
+            # The pass over everything comes every second, however often
+            # NOTIFY wakes the loop in between.
+            if loop.time() >= everything_at:
+                changed, everything_at = None, loop.time() + POLL_SECONDS
             with survived("recheck of held tasks"):
                 await self.recheck(changed)
 

@@ -189,7 +189,7 @@ class Journal:
             await notify(
                 conn,
                 self.notify_as,
-                queued=any(e.status is TaskStatus.QUEUED for e in changes.events),
+                queued=bool(changes.queued_types),
                 keys=[e.task_id for e in changes.events] + [e.run_id for e in changes.run_events],
             )
 

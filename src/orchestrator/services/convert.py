@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -58,5 +59,6 @@ def domain_enum(enum: _EnumTypeWrapper[Wire], number: int, domain: type[Domain])
     return domain(enum.DESCRIPTOR.values_by_number[number].name.removeprefix(_prefix(enum)))
 
 
+@functools.cache
 def _prefix(enum: _EnumTypeWrapper[Any]) -> str:
     return enum.DESCRIPTOR.values_by_number[0].name.removesuffix("UNSPECIFIED")

@@ -19,9 +19,5 @@ class Shutdown:
     def started(self) -> bool:
         return self._event.is_set()
 
-    @property
-    def event(self) -> asyncio.Event:
-        return self._event
-
     async def wait(self) -> None:
         await self._event.wait()

@@ -17,7 +17,8 @@ from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.model import TERMINAL, RunStatus
-from orchestrator.store.schema import run_nodes, tasks, workflow_runs
+from orchestrator.store import runs
+from orchestrator.store.schema import tasks, workflow_runs
 
 
 async def delete_tasks(conn: AsyncConnection, finished_before: datetime, limit: int) -> int:
@@ -58,11 +59,6 @@ async def delete_runs(conn: AsyncConnection, finished_before: datetime, limit: i
     run_ids = list(await conn.scalars(oldest))
     if not run_ids:
         return 0
-    # Found through the nodes that name them (as lock_tasks does): tasks have
-    # no index on their run, and each node's task is set with its creation.
-    of_runs = select(run_nodes.c.task_id).where(
-        run_nodes.c.run_id.in_(run_ids), run_nodes.c.task_id.is_not(None)
-    )
-    await conn.execute(delete(tasks).where(tasks.c.id.in_(of_runs)))
+    await conn.execute(delete(tasks).where(tasks.c.id.in_(runs.task_ids_of(run_ids))))
     await conn.execute(delete(workflow_runs).where(workflow_runs.c.id.in_(run_ids)))
     return len(run_ids)

@@ -6,7 +6,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -122,11 +122,20 @@ async def lock(conn: AsyncConnection, run_ids: Collection[str]) -> None:
 async def lock_tasks(conn: AsyncConnection, run_id: str) -> None:
     """Hold the rows of the run's tasks until the transaction ends, taken in
     id order, for a change that must take them before the run itself."""
-    of_run = select(run_nodes.c.task_id).where(
-        run_nodes.c.run_id == run_id, run_nodes.c.task_id.is_not(None)
-    )
     await conn.execute(
-        select(tasks.c.id).where(tasks.c.id.in_(of_run)).order_by(tasks.c.id).with_for_update()
+        select(tasks.c.id)
+        .where(tasks.c.id.in_(task_ids_of([run_id])))
+        .order_by(tasks.c.id)
+        .with_for_update()
+    )
+
+
+def task_ids_of(run_ids: Sequence[str]) -> Select[Any]:
+    """The ids of these runs' tasks, found through the nodes that name them:
+    tasks have no index on their run, and a node's task is set as it is
+    created."""
+    return select(run_nodes.c.task_id).where(
+        run_nodes.c.run_id.in_(run_ids), run_nodes.c.task_id.is_not(None)
     )
 
 

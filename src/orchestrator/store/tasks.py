@@ -132,16 +132,17 @@ async def insert_new(
     read for those that met an existing key."""
     values: list[dict[str, Any]] = []
     first: dict[tuple[str, str], int] = {}
-    # For each row: the index in `values` of the row that stands for it.
-    stands_for: list[int] = []
+    # For each row: the index in `values` of the row that stands for it, and
+    # whether it is that row (not a repeat of a key earlier in `rows`).
+    stands_for: list[tuple[int, bool]] = []
     for row in rows:
         key = row.new.idempotency_key
         if key and (row.owner_id, key) in first:
-            stands_for.append(first[(row.owner_id, key)])
+            stands_for.append((first[(row.owner_id, key)], False))
             continue
         if key:
             first[(row.owner_id, key)] = len(values)
-        stands_for.append(len(values))
+        stands_for.append((len(values), True))
         values.append(_values(row, now))
     inserted: set[str] = set()
     if values:
@@ -158,14 +159,7 @@ async def insert_new(
         else (existing[(v["owner_id"], v["idempotency_key"])], False)
         for v in values
     ]
-    answered: set[int] = set()
-    result = []
-    for index in stands_for:
-        task, created = outcomes[index]
-        # A repeat of a key earlier in `rows` gets that row's task, uncreated.
-        result.append((task, created and index not in answered))
-        answered.add(index)
-    return result
+    return [(outcomes[index][0], outcomes[index][1] and itself) for index, itself in stands_for]
 
 
 def _insert_unless_key_taken(conn: AsyncConnection) -> Any:
@@ -180,13 +174,8 @@ def _insert_unless_key_taken(conn: AsyncConnection) -> Any:
 async def _by_keys(
     conn: AsyncConnection, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], Task]:
-    found: dict[tuple[str, str], Task] = {}
-    for start in range(0, len(keys), _IN_CHUNK):
-        chunk = keys[start : start + _IN_CHUNK]
-        query = select(tasks).where(tuple_(tasks.c.owner_id, tasks.c.idempotency_key).in_(chunk))
-        for row in await conn.execute(query):
-            found[(row.owner_id, row.idempotency_key)] = _task(row)
-    return found
+    key = tuple_(tasks.c.owner_id, tasks.c.idempotency_key)
+    return {(t.owner_id, t.idempotency_key or ""): t for t in await _where_in(conn, key, keys)}
 
 
 async def get(conn: AsyncConnection, task_id: str) -> Task | None:
@@ -367,9 +356,13 @@ async def remove(conn: AsyncConnection, task_id: str, statuses: Collection[TaskS
 
 async def attempts(conn: AsyncConnection, task_ids: Sequence[str]) -> dict[str, Task]:
     """The tasks with these ids, as they are now (missing ones left out)."""
-    found: dict[str, Task] = {}
-    for start in range(0, len(task_ids), _IN_CHUNK):
-        chunk = task_ids[start : start + _IN_CHUNK]
-        for row in await conn.execute(select(tasks).where(tasks.c.id.in_(chunk))):
-            found[row.id] = _task(row)
+    return {task.id: task for task in await _where_in(conn, tasks.c.id, task_ids)}
+
+
+async def _where_in(conn: AsyncConnection, column: Any, values: Sequence[Any]) -> list[Task]:
+    """The tasks whose `column` is one of `values`, read a chunk at a time."""
+    found: list[Task] = []
+    for start in range(0, len(values), _IN_CHUNK):
+        query = select(tasks).where(column.in_(values[start : start + _IN_CHUNK]))
+        found += [_task(row) for row in await conn.execute(query)]
     return found
