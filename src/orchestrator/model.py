@@ -37,6 +37,54 @@ class TaskStatus(StrEnum):
 TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 
+class ConcurrencyStrategy(StrEnum):
+    QUEUE = "QUEUE"
+    CANCEL_NEWEST = "CANCEL_NEWEST"
+    CANCEL_OLDEST = "CANCEL_OLDEST"
+
+
+class WaitReason(StrEnum):
+    """Why a QUEUED task has not started yet."""
+
+    NOT_BEFORE = "NOT_BEFORE"
+    RETRY_BACKOFF = "RETRY_BACKOFF"
+    CONCURRENCY_LIMIT = "CONCURRENCY_LIMIT"
+    RATE_LIMIT = "RATE_LIMIT"
+    NO_WORKER = "NO_WORKER"
+    NO_FREE_SLOT = "NO_FREE_SLOT"
+
+
+@dataclass(frozen=True)
+class Concurrency:
+    """At most `limit` of the owner's tasks with `key` run at once."""
+
+    key: str
+    limit: int
+    strategy: ConcurrencyStrategy = ConcurrencyStrategy.QUEUE
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `limit` starts per `period_seconds` across the owner's tasks
+    naming `bucket`, evenly spaced."""
+
+    bucket: str
+    limit: int
+    period_seconds: int
+
+    @property
+    def spacing_seconds(self) -> float:
+        return self.period_seconds / self.limit
+
+
+@dataclass(frozen=True)
+class Origin:
+    """The schedule that started a task or run, and for which time."""
+
+    schedule_id: str
+    scheduled_at: datetime
+
+
 class TaskEventType(StrEnum):
     QUEUED = "QUEUED"
     STARTED = "STARTED"
@@ -83,6 +131,12 @@ class Task:
     # Attempts given back because their worker was lost (not counted in
     # `attempt`); past the server's limit the task fails as a poison task.
     lost_deliveries: int = 0
+    not_before: datetime | None = None
+    concurrency: Concurrency | None = None
+    rate_limit: RateLimit | None = None
+    origin: Origin | None = None
+    # When it may be claimed (not_before, or a retry's backoff): QUEUED only.
+    available_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +174,9 @@ class NewTask:
     max_attempts: int = 3
     timeout_seconds: int = 0
     idempotency_key: str | None = None
+    not_before: datetime | None = None
+    concurrency: Concurrency | None = None
+    rate_limit: RateLimit | None = None
 
 
 # -- workflows ---------------------------------------------------------------
@@ -180,6 +237,14 @@ class NodeSpec:
     max_attempts: int = 0
     timeout_seconds: int = 0
     description: str = ""
+    # CEL over the run's input and finished nodes' outputs, yielding a
+    # string: the task's concurrency key and rate-limit bucket (empty: none).
+    concurrency_key_expression: str = ""
+    concurrency_limit: int = 0
+    concurrency_strategy: ConcurrencyStrategy = ConcurrencyStrategy.QUEUE
+    rate_limit_bucket_expression: str = ""
+    rate_limit: int = 0
+    rate_limit_period_seconds: int = 0
 
 
 @dataclass(frozen=True)
@@ -231,6 +296,8 @@ class WorkflowRun:
     finished_at: datetime | None
     last_sequence: int
     nodes: tuple[NodeRun, ...] = ()
+    not_before: datetime | None = None
+    origin: Origin | None = None
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from orchestrator.engine.cancellation import cancel_task
@@ -41,6 +42,7 @@ from orchestrator.model import (
     NewTask,
     NodeRun,
     NodeStatus,
+    Origin,
     RunStatus,
     Task,
     TaskEvent,
@@ -87,7 +89,12 @@ class RunDriver:
         workflow: Workflow,
         owner_id: str,
         run_input: dict[str, Any],
+        *,
+        not_before: datetime | None = None,
+        origin: Origin | None = None,
     ) -> WorkflowRun:
+        """A new run, its first nodes queued (to start no earlier than
+        `not_before`); `origin`: the schedule that fired it."""
         run = WorkflowRun(
             id=run_id,
             workflow_id=workflow.id,
@@ -103,6 +110,8 @@ class RunDriver:
                 NodeRun(n.id, NodeStatus.PENDING, None, None, "", None, None)
                 for n in workflow.definition.nodes
             ),
+            not_before=not_before,
+            origin=origin,
         )
         await run_store.insert(changes.conn, run)
         state = RunState.of(run, self.plan_of(workflow), changes.run_events, changes.now)

@@ -122,6 +122,15 @@ class TaskEngine:
 
         return await self._journal.transact(insert)
 
+    async def create_in(self, tx: Changes, row: task_store.NewRow) -> Task:
+        """A task created and queued within the caller's transaction (a
+        schedule's fire), already checked by the caller."""
+        (task,) = await task_store.insert_many(tx.conn, [row], tx.now)
+        if task.status is TaskStatus.QUEUED:
+            tx.record(task, TaskEventType.QUEUED)
+            tx.after_commit.append(self._on_queued)
+        return task
+
     async def get(self, caller: Identity, task_id: str) -> Task:
         async with self._db.read() as conn:
             task = await task_store.get(conn, task_id)

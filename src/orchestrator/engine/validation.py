@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from orchestrator.errors import FieldViolation, InvalidArgument
-from orchestrator.model import JsonObject, NewTask
+from orchestrator.model import Concurrency, JsonObject, NewTask, RateLimit
 
 TYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:/-]{0,127}$")
 LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,62}$")
@@ -23,6 +23,10 @@ MAX_ATTEMPTS = 100
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
 MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
 MAX_IDEMPOTENCY_KEY = 128
+MAX_KEY = 128
+MAX_CONCURRENCY_LIMIT = 10_000
+MAX_RATE_LIMIT = 1_000_000
+PERIODS = frozenset({1, 60, 3600})
 
 
 def depth(value: Any) -> int:
@@ -105,5 +109,56 @@ def field_problems(values: dict[str, Any], max_payload_bytes: int, prefix: str =
         raise InvalidArgument(violations=problems)
 
 
+def concurrency_problems(concurrency: Concurrency | None, prefix: str = "") -> list[FieldViolation]:
+    """A key needs a limit of its own (DESIGN §4), and a limit a key."""
+    if concurrency is None:
+        return []
+    problems = []
+    if not concurrency.key:
+        problems.append(FieldViolation(prefix + "concurrency_key", "is needed with a limit"))
+    elif len(concurrency.key) > MAX_KEY:
+        problems.append(FieldViolation(prefix + "concurrency_key", f"at most {MAX_KEY} characters"))
+    if not 1 <= concurrency.limit <= MAX_CONCURRENCY_LIMIT:
+        problems.append(
+            FieldViolation(
+                prefix + "concurrency_limit",
+                f"must be in [1, {MAX_CONCURRENCY_LIMIT}] with a concurrency key",
+            )
+        )
+    return problems
+
+
+def rate_limit_problems(rate: RateLimit | None, prefix: str = "") -> list[FieldViolation]:
+    if rate is None:
+        return []
+    problems = []
+    if not rate.bucket:
+        problems.append(FieldViolation(prefix + "rate_limit_bucket", "is needed with a limit"))
+    elif len(rate.bucket) > MAX_KEY:
+        problems.append(
+            FieldViolation(prefix + "rate_limit_bucket", f"at most {MAX_KEY} characters")
+        )
+    if not 1 <= rate.limit <= MAX_RATE_LIMIT:
+        problems.append(
+            FieldViolation(prefix + "rate_limit", f"must be in [1, {MAX_RATE_LIMIT}] with a bucket")
+        )
+    if rate.period_seconds not in PERIODS:
+        problems.append(
+            FieldViolation(prefix + "rate_limit_period", "name one: second, minute or hour")
+        )
+    return problems
+
+
 def check_new_task(task: NewTask, max_payload_bytes: int) -> None:
-    field_problems(dataclasses.asdict(task), max_payload_bytes)
+    values = {
+        f.name: getattr(task, f.name)
+        for f in dataclasses.fields(task)
+        if f.name not in ("concurrency", "rate_limit")
+    }
+    problems = concurrency_problems(task.concurrency) + rate_limit_problems(task.rate_limit)
+    try:
+        field_problems(values, max_payload_bytes)
+    except InvalidArgument as invalid:
+        problems = [*invalid.violations, *problems]
+    if problems:
+        raise InvalidArgument(violations=problems)

@@ -23,12 +23,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18orchestrator/tasks.proto\x12\x12orchestrator.tasks\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x05\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12.\n\x06status\x18\x04 \x01(\x0e\x32\x1e.orchestrator.tasks.TaskStatus\x12&\n\x05input\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06output\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\x05\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65scription\x18\x0c \x01(\t\x12\x34\n\x06labels\x18\r \x03(\x0b\x32$.orchestrator.tasks.Task.LabelsEntry\x12\x10\n\x08priority\x18\x0e \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x0f \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\x10 \x01(\x05\x12\x17\n\x0fidempotency_key\x18\x11 \x01(\t\x12\x10\n\x08owner_id\x18\x12 \x01(\t\x12.\n\nupdated_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08progress\x18\x14 \x01(\x05\x12\x18\n\x10progress_message\x18\x15 \x01(\t\x12\x11\n\tworker_id\x18\x16 \x01(\t\x12\x17\n\x0fworkflow_run_id\x18\x17 \x01(\t\x12\x0f\n\x07node_id\x18\x18 \x01(\t\x12\x15\n\rlast_sequence\x18\x19 \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc8\x02\n\x11\x43reateTaskRequest\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12&\n\x05input\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05start\x18\x04 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x41\n\x06labels\x18\x06 \x03(\x0b\x32\x31.orchestrator.tasks.CreateTaskRequest.LabelsEntry\x12\x10\n\x08priority\x18\x07 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x08 \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\t \x01(\x05\x12\x17\n\x0fidempotency_key\x18\n \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"J\n\x12\x43reateTasksRequest\x12\x34\n\x05tasks\x18\x01 \x03(\x0b\x32%.orchestrator.tasks.CreateTaskRequest\">\n\x13\x43reateTasksResponse\x12\'\n\x05tasks\x18\x01 \x03(\x0b\x32\x18.orchestrator.tasks.Task\"\x1e\n\x10StartTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1c\n\x0eGetTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x86\x01\n\x10ListTasksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12.\n\x06status\x18\x03 \x01(\x0e\x32\x1e.orchestrator.tasks.TaskStatus\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\r\n\x05label\x18\x05 \x01(\t\"U\n\x11ListTasksResponse\x12\'\n\x05tasks\x18\x01 \x03(\x0b\x32\x18.orchestrator.tasks.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"l\n\x11UpdateTaskRequest\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.orchestrator.tasks.Task\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x1f\n\x11\x44\x65leteTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x14\n\x12\x44\x65leteTaskResponse\"/\n\x11\x43\x61ncelTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\" \n\x12\x45xecuteTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"6\n\x10WatchTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"\xae\x02\n\tTaskEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12/\n\x04type\x18\x03 \x01(\x0e\x32!.orchestrator.tasks.TaskEventType\x12.\n\x06status\x18\x04 \x01(\x0e\x32\x1e.orchestrator.tasks.TaskStatus\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\x05\x12\x10\n\x08progress\x18\x07 \x01(\x05\x12\x0f\n\x07message\x18\x08 \x01(\t\x12\'\n\x06output\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tworker_id\x18\n \x01(\t*\xc1\x01\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_STATUS_PENDING\x10\x01\x12\x16\n\x12TASK_STATUS_QUEUED\x10\x02\x12\x17\n\x13TASK_STATUS_RUNNING\x10\x03\x12\x19\n\x15TASK_STATUS_SUCCEEDED\x10\x04\x12\x16\n\x12TASK_STATUS_FAILED\x10\x05\x12\x19\n\x15TASK_STATUS_CANCELLED\x10\x06*\xf0\x02\n\rTaskEventType\x12\x1f\n\x1bTASK_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17TASK_EVENT_TYPE_CREATED\x10\x01\x12\x1a\n\x16TASK_EVENT_TYPE_QUEUED\x10\x02\x12\x1b\n\x17TASK_EVENT_TYPE_STARTED\x10\x03\x12\x1c\n\x18TASK_EVENT_TYPE_PROGRESS\x10\x04\x12\x17\n\x13TASK_EVENT_TYPE_LOG\x10\x05\x12\x1d\n\x19TASK_EVENT_TYPE_SUCCEEDED\x10\x06\x12\x1a\n\x16TASK_EVENT_TYPE_FAILED\x10\x07\x12\x1c\n\x18TASK_EVENT_TYPE_RETRYING\x10\x08\x12\x1d\n\x19TASK_EVENT_TYPE_CANCELLED\x10\t\x12\x1b\n\x17TASK_EVENT_TYPE_UPDATED\x10\n\x12\x1c\n\x18TASK_EVENT_TYPE_REQUEUED\x10\x0b\x32\xd3\x06\n\x0bTaskService\x12M\n\nCreateTask\x12%.orchestrator.tasks.CreateTaskRequest\x1a\x18.orchestrator.tasks.Task\x12^\n\x0b\x43reateTasks\x12&.orchestrator.tasks.CreateTasksRequest\x1a\'.orchestrator.tasks.CreateTasksResponse\x12K\n\tStartTask\x12$.orchestrator.tasks.StartTaskRequest\x1a\x18.orchestrator.tasks.Task\x12G\n\x07GetTask\x12\".orchestrator.tasks.GetTaskRequest\x1a\x18.orchestrator.tasks.Task\x12X\n\tListTasks\x12$.orchestrator.tasks.ListTasksRequest\x1a%.orchestrator.tasks.ListTasksResponse\x12M\n\nUpdateTask\x12%.orchestrator.tasks.UpdateTaskRequest\x1a\x18.orchestrator.tasks.Task\x12[\n\nDeleteTask\x12%.orchestrator.tasks.DeleteTaskRequest\x1a&.orchestrator.tasks.DeleteTaskResponse\x12M\n\nCancelTask\x12%.orchestrator.tasks.CancelTaskRequest\x1a\x18.orchestrator.tasks.Task\x12V\n\x0b\x45xecuteTask\x12&.orchestrator.tasks.ExecuteTaskRequest\x1a\x1d.orchestrator.tasks.TaskEvent0\x01\x12R\n\tWatchTask\x12$.orchestrator.tasks.WatchTaskRequest\x1a\x1d.orchestrator.tasks.TaskEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18orchestrator/tasks.proto\x12\x12orchestrator.tasks\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\t\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12.\n\x06status\x18\x04 \x01(\x0e\x32\x1e.orchestrator.tasks.TaskStatus\x12&\n\x05input\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06output\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\x05\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65scription\x18\x0c \x01(\t\x12\x34\n\x06labels\x18\r \x03(\x0b\x32$.orchestrator.tasks.Task.LabelsEntry\x12\x10\n\x08priority\x18\x0e \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x0f \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\x10 \x01(\x05\x12\x17\n\x0fidempotency_key\x18\x11 \x01(\t\x12\x10\n\x08owner_id\x18\x12 \x01(\t\x12.\n\nupdated_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08progress\x18\x14 \x01(\x05\x12\x18\n\x10progress_message\x18\x15 \x01(\t\x12\x11\n\tworker_id\x18\x16 \x01(\t\x12\x17\n\x0fworkflow_run_id\x18\x17 \x01(\t\x12\x0f\n\x07node_id\x18\x18 \x01(\t\x12\x15\n\rlast_sequence\x18\x19 \x01(\x03\x12.\n\nnot_before\x18\x1a \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x63oncurrency_key\x18\x1b \x01(\t\x12\x19\n\x11\x63oncurrency_limit\x18\x1c \x01(\x05\x12\x45\n\x14\x63oncurrency_strategy\x18\x1d \x01(\x0e\x32\'.orchestrator.tasks.ConcurrencyStrategy\x12\x19\n\x11rate_limit_bucket\x18\x1e \x01(\t\x12\x12\n\nrate_limit\x18\x1f \x01(\x05\x12>\n\x11rate_limit_period\x18  \x01(\x0e\x32#.orchestrator.tasks.RateLimitPeriod\x12\x13\n\x0bschedule_id\x18! \x01(\t\x12\x30\n\x0cscheduled_at\x18\" \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x0bwait_reason\x18# \x01(\x0e\x32\".orchestrator.tasks.TaskWaitReason\x12\x0f\n\x07waiting\x18$ \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8c\x05\n\x11\x43reateTaskRequest\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12&\n\x05input\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05start\x18\x04 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x41\n\x06labels\x18\x06 \x03(\x0b\x32\x31.orchestrator.tasks.CreateTaskRequest.LabelsEntry\x12\x10\n\x08priority\x18\x07 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x08 \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\t \x01(\x05\x12\x17\n\x0fidempotency_key\x18\n \x01(\t\x12.\n\nnot_before\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x05\x64\x65lay\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0f\x63oncurrency_key\x18\r \x01(\t\x12\x19\n\x11\x63oncurrency_limit\x18\x0e \x01(\x05\x12\x45\n\x14\x63oncurrency_strategy\x18\x0f \x01(\x0e\x32\'.orchestrator.tasks.ConcurrencyStrategy\x12\x19\n\x11rate_limit_bucket\x18\x10 \x01(\t\x12\x12\n\nrate_limit\x18\x11 \x01(\x05\x12>\n\x11rate_limit_period\x18\x12 \x01(\x0e\x32#.orchestrator.tasks.RateLimitPeriod\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"J\n\x12\x43reateTasksRequest\x12\x34\n\x05tasks\x18\x01 \x03(\x0b\x32%.orchestrator.tasks.CreateTaskRequest\">\n\x13\x43reateTasksResponse\x12\'\n\x05tasks\x18\x01 \x03(\x0b\x32\x18.orchestrator.tasks.Task\"\x1e\n\x10StartTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1c\n\x0eGetTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x86\x01\n\x10ListTasksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12.\n\x06status\x18\x03 \x01(\x0e\x32\x1e.orchestrator.tasks.TaskStatus\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\r\n\x05label\x18\x05 \x01(\t\"U\n\x11ListTasksResponse\x12\'\n\x05tasks\x18\x01 \x03(\x0b\x32\x18.orchestrator.tasks.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"l\n\x11UpdateTaskRequest\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.orchestrator.tasks.Task\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x1f\n\x11\x44\x65leteTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x14\n\x12\x44\x65leteTaskResponse\"/\n\x11\x43\x61ncelTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\" \n\x12\x45xecuteTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"6\n\x10WatchTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"\xae\x02\n\tTaskEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12/\n\x04type\x18\x03 \x01(\x0e\x32!.orchestrator.tasks.TaskEventType\x12.\n\x06status\x18\x04 \x01(\x0e\x32\x1e.orchestrator.tasks.TaskStatus\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\x05\x12\x10\n\x08progress\x18\x07 \x01(\x05\x12\x0f\n\x07message\x18\x08 \x01(\t\x12\'\n\x06output\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tworker_id\x18\n \x01(\t*\xc1\x01\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_STATUS_PENDING\x10\x01\x12\x16\n\x12TASK_STATUS_QUEUED\x10\x02\x12\x17\n\x13TASK_STATUS_RUNNING\x10\x03\x12\x19\n\x15TASK_STATUS_SUCCEEDED\x10\x04\x12\x16\n\x12TASK_STATUS_FAILED\x10\x05\x12\x19\n\x15TASK_STATUS_CANCELLED\x10\x06*\xab\x01\n\x13\x43oncurrencyStrategy\x12$\n CONCURRENCY_STRATEGY_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x43ONCURRENCY_STRATEGY_QUEUE\x10\x01\x12&\n\"CONCURRENCY_STRATEGY_CANCEL_NEWEST\x10\x02\x12&\n\"CONCURRENCY_STRATEGY_CANCEL_OLDEST\x10\x03*\x8c\x01\n\x0fRateLimitPeriod\x12!\n\x1dRATE_LIMIT_PERIOD_UNSPECIFIED\x10\x00\x12\x1c\n\x18RATE_LIMIT_PERIOD_SECOND\x10\x01\x12\x1c\n\x18RATE_LIMIT_PERIOD_MINUTE\x10\x02\x12\x1a\n\x16RATE_LIMIT_PERIOD_HOUR\x10\x03*\x83\x02\n\x0eTaskWaitReason\x12 \n\x1cTASK_WAIT_REASON_UNSPECIFIED\x10\x00\x12\x1f\n\x1bTASK_WAIT_REASON_NOT_BEFORE\x10\x01\x12\"\n\x1eTASK_WAIT_REASON_RETRY_BACKOFF\x10\x02\x12&\n\"TASK_WAIT_REASON_CONCURRENCY_LIMIT\x10\x03\x12\x1f\n\x1bTASK_WAIT_REASON_RATE_LIMIT\x10\x04\x12\x1e\n\x1aTASK_WAIT_REASON_NO_WORKER\x10\x05\x12!\n\x1dTASK_WAIT_REASON_NO_FREE_SLOT\x10\x06*\xf0\x02\n\rTaskEventType\x12\x1f\n\x1bTASK_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17TASK_EVENT_TYPE_CREATED\x10\x01\x12\x1a\n\x16TASK_EVENT_TYPE_QUEUED\x10\x02\x12\x1b\n\x17TASK_EVENT_TYPE_STARTED\x10\x03\x12\x1c\n\x18TASK_EVENT_TYPE_PROGRESS\x10\x04\x12\x17\n\x13TASK_EVENT_TYPE_LOG\x10\x05\x12\x1d\n\x19TASK_EVENT_TYPE_SUCCEEDED\x10\x06\x12\x1a\n\x16TASK_EVENT_TYPE_FAILED\x10\x07\x12\x1c\n\x18TASK_EVENT_TYPE_RETRYING\x10\x08\x12\x1d\n\x19TASK_EVENT_TYPE_CANCELLED\x10\t\x12\x1b\n\x17TASK_EVENT_TYPE_UPDATED\x10\n\x12\x1c\n\x18TASK_EVENT_TYPE_REQUEUED\x10\x0b\x32\xd3\x06\n\x0bTaskService\x12M\n\nCreateTask\x12%.orchestrator.tasks.CreateTaskRequest\x1a\x18.orchestrator.tasks.Task\x12^\n\x0b\x43reateTasks\x12&.orchestrator.tasks.CreateTasksRequest\x1a\'.orchestrator.tasks.CreateTasksResponse\x12K\n\tStartTask\x12$.orchestrator.tasks.StartTaskRequest\x1a\x18.orchestrator.tasks.Task\x12G\n\x07GetTask\x12\".orchestrator.tasks.GetTaskRequest\x1a\x18.orchestrator.tasks.Task\x12X\n\tListTasks\x12$.orchestrator.tasks.ListTasksRequest\x1a%.orchestrator.tasks.ListTasksResponse\x12M\n\nUpdateTask\x12%.orchestrator.tasks.UpdateTaskRequest\x1a\x18.orchestrator.tasks.Task\x12[\n\nDeleteTask\x12%.orchestrator.tasks.DeleteTaskRequest\x1a&.orchestrator.tasks.DeleteTaskResponse\x12M\n\nCancelTask\x12%.orchestrator.tasks.CancelTaskRequest\x1a\x18.orchestrator.tasks.Task\x12V\n\x0b\x45xecuteTask\x12&.orchestrator.tasks.ExecuteTaskRequest\x1a\x1d.orchestrator.tasks.TaskEvent0\x01\x12R\n\tWatchTask\x12$.orchestrator.tasks.WatchTaskRequest\x1a\x1d.orchestrator.tasks.TaskEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,44 +40,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASK_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_CREATETASKREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_CREATETASKREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_TASKSTATUS']._serialized_start=2274
-  _globals['_TASKSTATUS']._serialized_end=2467
-  _globals['_TASKEVENTTYPE']._serialized_start=2470
-  _globals['_TASKEVENTTYPE']._serialized_end=2838
-  _globals['_TASK']._serialized_start=146
-  _globals['_TASK']._serialized_end=905
-  _globals['_TASK_LABELSENTRY']._serialized_start=860
-  _globals['_TASK_LABELSENTRY']._serialized_end=905
-  _globals['_CREATETASKREQUEST']._serialized_start=908
-  _globals['_CREATETASKREQUEST']._serialized_end=1236
-  _globals['_CREATETASKREQUEST_LABELSENTRY']._serialized_start=860
-  _globals['_CREATETASKREQUEST_LABELSENTRY']._serialized_end=905
-  _globals['_CREATETASKSREQUEST']._serialized_start=1238
-  _globals['_CREATETASKSREQUEST']._serialized_end=1312
-  _globals['_CREATETASKSRESPONSE']._serialized_start=1314
-  _globals['_CREATETASKSRESPONSE']._serialized_end=1376
-  _globals['_STARTTASKREQUEST']._serialized_start=1378
-  _globals['_STARTTASKREQUEST']._serialized_end=1408
-  _globals['_GETTASKREQUEST']._serialized_start=1410
-  _globals['_GETTASKREQUEST']._serialized_end=1438
-  _globals['_LISTTASKSREQUEST']._serialized_start=1441
-  _globals['_LISTTASKSREQUEST']._serialized_end=1575
-  _globals['_LISTTASKSRESPONSE']._serialized_start=1577
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1662
-  _globals['_UPDATETASKREQUEST']._serialized_start=1664
-  _globals['_UPDATETASKREQUEST']._serialized_end=1772
-  _globals['_DELETETASKREQUEST']._serialized_start=1774
-  _globals['_DELETETASKREQUEST']._serialized_end=1805
-  _globals['_DELETETASKRESPONSE']._serialized_start=1807
-  _globals['_DELETETASKRESPONSE']._serialized_end=1827
-  _globals['_CANCELTASKREQUEST']._serialized_start=1829
-  _globals['_CANCELTASKREQUEST']._serialized_end=1876
-  _globals['_EXECUTETASKREQUEST']._serialized_start=1878
-  _globals['_EXECUTETASKREQUEST']._serialized_end=1910
-  _globals['_WATCHTASKREQUEST']._serialized_start=1912
-  _globals['_WATCHTASKREQUEST']._serialized_end=1966
-  _globals['_TASKEVENT']._serialized_start=1969
-  _globals['_TASKEVENT']._serialized_end=2271
-  _globals['_TASKSERVICE']._serialized_start=2841
-  _globals['_TASKSERVICE']._serialized_end=3692
+  _globals['_TASKSTATUS']._serialized_start=3057
+  _globals['_TASKSTATUS']._serialized_end=3250
+  _globals['_CONCURRENCYSTRATEGY']._serialized_start=3253
+  _globals['_CONCURRENCYSTRATEGY']._serialized_end=3424
+  _globals['_RATELIMITPERIOD']._serialized_start=3427
+  _globals['_RATELIMITPERIOD']._serialized_end=3567
+  _globals['_TASKWAITREASON']._serialized_start=3570
+  _globals['_TASKWAITREASON']._serialized_end=3829
+  _globals['_TASKEVENTTYPE']._serialized_start=3832
+  _globals['_TASKEVENTTYPE']._serialized_end=4200
+  _globals['_TASK']._serialized_start=178
+  _globals['_TASK']._serialized_end=1364
+  _globals['_TASK_LABELSENTRY']._serialized_start=1319
+  _globals['_TASK_LABELSENTRY']._serialized_end=1364
+  _globals['_CREATETASKREQUEST']._serialized_start=1367
+  _globals['_CREATETASKREQUEST']._serialized_end=2019
+  _globals['_CREATETASKREQUEST_LABELSENTRY']._serialized_start=1319
+  _globals['_CREATETASKREQUEST_LABELSENTRY']._serialized_end=1364
+  _globals['_CREATETASKSREQUEST']._serialized_start=2021
+  _globals['_CREATETASKSREQUEST']._serialized_end=2095
+  _globals['_CREATETASKSRESPONSE']._serialized_start=2097
+  _globals['_CREATETASKSRESPONSE']._serialized_end=2159
+  _globals['_STARTTASKREQUEST']._serialized_start=2161
+  _globals['_STARTTASKREQUEST']._serialized_end=2191
+  _globals['_GETTASKREQUEST']._serialized_start=2193
+  _globals['_GETTASKREQUEST']._serialized_end=2221
+  _globals['_LISTTASKSREQUEST']._serialized_start=2224
+  _globals['_LISTTASKSREQUEST']._serialized_end=2358
+  _globals['_LISTTASKSRESPONSE']._serialized_start=2360
+  _globals['_LISTTASKSRESPONSE']._serialized_end=2445
+  _globals['_UPDATETASKREQUEST']._serialized_start=2447
+  _globals['_UPDATETASKREQUEST']._serialized_end=2555
+  _globals['_DELETETASKREQUEST']._serialized_start=2557
+  _globals['_DELETETASKREQUEST']._serialized_end=2588
+  _globals['_DELETETASKRESPONSE']._serialized_start=2590
+  _globals['_DELETETASKRESPONSE']._serialized_end=2610
+  _globals['_CANCELTASKREQUEST']._serialized_start=2612
+  _globals['_CANCELTASKREQUEST']._serialized_end=2659
+  _globals['_EXECUTETASKREQUEST']._serialized_start=2661
+  _globals['_EXECUTETASKREQUEST']._serialized_end=2693
+  _globals['_WATCHTASKREQUEST']._serialized_start=2695
+  _globals['_WATCHTASKREQUEST']._serialized_end=2749
+  _globals['_TASKEVENT']._serialized_start=2752
+  _globals['_TASKEVENT']._serialized_end=3054
+  _globals['_TASKSERVICE']._serialized_start=4203
+  _globals['_TASKSERVICE']._serialized_end=5054
 # @@protoc_insertion_point(module_scope)

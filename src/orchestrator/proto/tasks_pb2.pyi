@@ -6,6 +6,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
@@ -49,6 +50,90 @@ TASK_STATUS_SUCCEEDED: TaskStatus.ValueType  # 4
 TASK_STATUS_FAILED: TaskStatus.ValueType  # 5
 TASK_STATUS_CANCELLED: TaskStatus.ValueType  # 6
 Global___TaskStatus: _TypeAlias = TaskStatus  # noqa: Y015
+
+class _ConcurrencyStrategy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConcurrencyStrategyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConcurrencyStrategy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONCURRENCY_STRATEGY_UNSPECIFIED: _ConcurrencyStrategy.ValueType  # 0
+    """QUEUE."""
+    CONCURRENCY_STRATEGY_QUEUE: _ConcurrencyStrategy.ValueType  # 1
+    """Wait; keys at their limit take turns (round robin), so a busy key
+    cannot starve the others.
+    """
+    CONCURRENCY_STRATEGY_CANCEL_NEWEST: _ConcurrencyStrategy.ValueType  # 2
+    """The new task is cancelled when it is queued while the key is full."""
+    CONCURRENCY_STRATEGY_CANCEL_OLDEST: _ConcurrencyStrategy.ValueType  # 3
+    """The oldest running task with the key is cancelled to make room."""
+
+class ConcurrencyStrategy(_ConcurrencyStrategy, metaclass=_ConcurrencyStrategyEnumTypeWrapper):
+    """What a task with a concurrency key does when its key is at its limit."""
+
+CONCURRENCY_STRATEGY_UNSPECIFIED: ConcurrencyStrategy.ValueType  # 0
+"""QUEUE."""
+CONCURRENCY_STRATEGY_QUEUE: ConcurrencyStrategy.ValueType  # 1
+"""Wait; keys at their limit take turns (round robin), so a busy key
+cannot starve the others.
+"""
+CONCURRENCY_STRATEGY_CANCEL_NEWEST: ConcurrencyStrategy.ValueType  # 2
+"""The new task is cancelled when it is queued while the key is full."""
+CONCURRENCY_STRATEGY_CANCEL_OLDEST: ConcurrencyStrategy.ValueType  # 3
+"""The oldest running task with the key is cancelled to make room."""
+Global___ConcurrencyStrategy: _TypeAlias = ConcurrencyStrategy  # noqa: Y015
+
+class _RateLimitPeriod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RateLimitPeriodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RateLimitPeriod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RATE_LIMIT_PERIOD_UNSPECIFIED: _RateLimitPeriod.ValueType  # 0
+    RATE_LIMIT_PERIOD_SECOND: _RateLimitPeriod.ValueType  # 1
+    RATE_LIMIT_PERIOD_MINUTE: _RateLimitPeriod.ValueType  # 2
+    RATE_LIMIT_PERIOD_HOUR: _RateLimitPeriod.ValueType  # 3
+
+class RateLimitPeriod(_RateLimitPeriod, metaclass=_RateLimitPeriodEnumTypeWrapper): ...
+
+RATE_LIMIT_PERIOD_UNSPECIFIED: RateLimitPeriod.ValueType  # 0
+RATE_LIMIT_PERIOD_SECOND: RateLimitPeriod.ValueType  # 1
+RATE_LIMIT_PERIOD_MINUTE: RateLimitPeriod.ValueType  # 2
+RATE_LIMIT_PERIOD_HOUR: RateLimitPeriod.ValueType  # 3
+Global___RateLimitPeriod: _TypeAlias = RateLimitPeriod  # noqa: Y015
+
+class _TaskWaitReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TaskWaitReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskWaitReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TASK_WAIT_REASON_UNSPECIFIED: _TaskWaitReason.ValueType  # 0
+    TASK_WAIT_REASON_NOT_BEFORE: _TaskWaitReason.ValueType  # 1
+    """Its not_before time has not come."""
+    TASK_WAIT_REASON_RETRY_BACKOFF: _TaskWaitReason.ValueType  # 2
+    """A failed attempt's backoff has not ended."""
+    TASK_WAIT_REASON_CONCURRENCY_LIMIT: _TaskWaitReason.ValueType  # 3
+    TASK_WAIT_REASON_RATE_LIMIT: _TaskWaitReason.ValueType  # 4
+    TASK_WAIT_REASON_NO_WORKER: _TaskWaitReason.ValueType  # 5
+    """No connected worker serves its type."""
+    TASK_WAIT_REASON_NO_FREE_SLOT: _TaskWaitReason.ValueType  # 6
+    """Workers serve its type, but their slots are busy."""
+
+class TaskWaitReason(_TaskWaitReason, metaclass=_TaskWaitReasonEnumTypeWrapper): ...
+
+TASK_WAIT_REASON_UNSPECIFIED: TaskWaitReason.ValueType  # 0
+TASK_WAIT_REASON_NOT_BEFORE: TaskWaitReason.ValueType  # 1
+"""Its not_before time has not come."""
+TASK_WAIT_REASON_RETRY_BACKOFF: TaskWaitReason.ValueType  # 2
+"""A failed attempt's backoff has not ended."""
+TASK_WAIT_REASON_CONCURRENCY_LIMIT: TaskWaitReason.ValueType  # 3
+TASK_WAIT_REASON_RATE_LIMIT: TaskWaitReason.ValueType  # 4
+TASK_WAIT_REASON_NO_WORKER: TaskWaitReason.ValueType  # 5
+"""No connected worker serves its type."""
+TASK_WAIT_REASON_NO_FREE_SLOT: TaskWaitReason.ValueType  # 6
+"""Workers serve its type, but their slots are busy."""
+Global___TaskWaitReason: _TypeAlias = TaskWaitReason  # noqa: Y015
 
 class _TaskEventType:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -138,6 +223,17 @@ class Task(_message.Message):
     WORKFLOW_RUN_ID_FIELD_NUMBER: _builtins.int
     NODE_ID_FIELD_NUMBER: _builtins.int
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    NOT_BEFORE_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_STRATEGY_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_BUCKET_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_PERIOD_FIELD_NUMBER: _builtins.int
+    SCHEDULE_ID_FIELD_NUMBER: _builtins.int
+    SCHEDULED_AT_FIELD_NUMBER: _builtins.int
+    WAIT_REASON_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     title: _builtins.str
     type: _builtins.str
@@ -163,6 +259,17 @@ class Task(_message.Message):
     node_id: _builtins.str
     last_sequence: _builtins.int
     """The sequence number of the task's latest event."""
+    concurrency_key: _builtins.str
+    concurrency_limit: _builtins.int
+    concurrency_strategy: Global___ConcurrencyStrategy.ValueType
+    rate_limit_bucket: _builtins.str
+    rate_limit: _builtins.int
+    rate_limit_period: Global___RateLimitPeriod.ValueType
+    schedule_id: _builtins.str
+    """Set when a schedule started the task: which, and for which time."""
+    wait_reason: Global___TaskWaitReason.ValueType
+    """For a QUEUED task: why it has not started yet (GetTask only)."""
+    waiting: _builtins.str
     @_builtins.property
     def input(self) -> _struct_pb2.Struct: ...
     @_builtins.property
@@ -177,6 +284,12 @@ class Task(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def not_before(self) -> _timestamp_pb2.Timestamp:
+        """Not started before this time (CreateTaskRequest.not_before or .delay)."""
+
+    @_builtins.property
+    def scheduled_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -205,10 +318,21 @@ class Task(_message.Message):
         workflow_run_id: _builtins.str = ...,
         node_id: _builtins.str = ...,
         last_sequence: _builtins.int = ...,
+        not_before: _timestamp_pb2.Timestamp | None = ...,
+        concurrency_key: _builtins.str = ...,
+        concurrency_limit: _builtins.int = ...,
+        concurrency_strategy: Global___ConcurrencyStrategy.ValueType = ...,
+        rate_limit_bucket: _builtins.str = ...,
+        rate_limit: _builtins.int = ...,
+        rate_limit_period: Global___RateLimitPeriod.ValueType = ...,
+        schedule_id: _builtins.str = ...,
+        scheduled_at: _timestamp_pb2.Timestamp | None = ...,
+        wait_reason: Global___TaskWaitReason.ValueType = ...,
+        waiting: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "input", b"input", "output", b"output", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "input", b"input", "not_before", b"not_before", "output", b"output", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "created_at", b"created_at", "description", b"description", "error", b"error", "finished_at", b"finished_at", "id", b"id", "idempotency_key", b"idempotency_key", "input", b"input", "labels", b"labels", "last_sequence", b"last_sequence", "max_attempts", b"max_attempts", "node_id", b"node_id", "output", b"output", "owner_id", b"owner_id", "priority", b"priority", "progress", b"progress", "progress_message", b"progress_message", "started_at", b"started_at", "status", b"status", "timeout_seconds", b"timeout_seconds", "title", b"title", "type", b"type", "updated_at", b"updated_at", "worker_id", b"worker_id", "workflow_run_id", b"workflow_run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "concurrency_strategy", b"concurrency_strategy", "created_at", b"created_at", "description", b"description", "error", b"error", "finished_at", b"finished_at", "id", b"id", "idempotency_key", b"idempotency_key", "input", b"input", "labels", b"labels", "last_sequence", b"last_sequence", "max_attempts", b"max_attempts", "node_id", b"node_id", "not_before", b"not_before", "output", b"output", "owner_id", b"owner_id", "priority", b"priority", "progress", b"progress", "progress_message", b"progress_message", "rate_limit", b"rate_limit", "rate_limit_bucket", b"rate_limit_bucket", "rate_limit_period", b"rate_limit_period", "schedule_id", b"schedule_id", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "status", b"status", "timeout_seconds", b"timeout_seconds", "title", b"title", "type", b"type", "updated_at", b"updated_at", "wait_reason", b"wait_reason", "waiting", b"waiting", "worker_id", b"worker_id", "workflow_run_id", b"workflow_run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -248,6 +372,14 @@ class CreateTaskRequest(_message.Message):
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    NOT_BEFORE_FIELD_NUMBER: _builtins.int
+    DELAY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_STRATEGY_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_BUCKET_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_PERIOD_FIELD_NUMBER: _builtins.int
     title: _builtins.str
     type: _builtins.str
     start: _builtins.bool
@@ -259,10 +391,29 @@ class CreateTaskRequest(_message.Message):
     timeout_seconds: _builtins.int
     idempotency_key: _builtins.str
     """The same key (for the same owner) returns the same task."""
+    concurrency_key: _builtins.str
+    """At most concurrency_limit (>= 1, required with a key) of the owner's
+    tasks with this key run at once.
+    """
+    concurrency_limit: _builtins.int
+    concurrency_strategy: Global___ConcurrencyStrategy.ValueType
+    rate_limit_bucket: _builtins.str
+    """Started at most rate_limit times per rate_limit_period across all the
+    owner's tasks naming this bucket, evenly spaced (the limit given by the
+    task being dispatched).
+    """
+    rate_limit: _builtins.int
+    rate_limit_period: Global___RateLimitPeriod.ValueType
     @_builtins.property
     def input(self) -> _struct_pb2.Struct: ...
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def not_before(self) -> _timestamp_pb2.Timestamp:
+        """Not started before this time; at most one of not_before and delay."""
+
+    @_builtins.property
+    def delay(self) -> _duration_pb2.Duration: ...
     def __init__(
         self,
         *,
@@ -276,10 +427,18 @@ class CreateTaskRequest(_message.Message):
         max_attempts: _builtins.int = ...,
         timeout_seconds: _builtins.int = ...,
         idempotency_key: _builtins.str = ...,
+        not_before: _timestamp_pb2.Timestamp | None = ...,
+        delay: _duration_pb2.Duration | None = ...,
+        concurrency_key: _builtins.str = ...,
+        concurrency_limit: _builtins.int = ...,
+        concurrency_strategy: Global___ConcurrencyStrategy.ValueType = ...,
+        rate_limit_bucket: _builtins.str = ...,
+        rate_limit: _builtins.int = ...,
+        rate_limit_period: Global___RateLimitPeriod.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "input", b"input", "not_before", b"not_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "idempotency_key", b"idempotency_key", "input", b"input", "labels", b"labels", "max_attempts", b"max_attempts", "priority", b"priority", "start", b"start", "timeout_seconds", b"timeout_seconds", "title", b"title", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "concurrency_strategy", b"concurrency_strategy", "delay", b"delay", "description", b"description", "idempotency_key", b"idempotency_key", "input", b"input", "labels", b"labels", "max_attempts", b"max_attempts", "not_before", b"not_before", "priority", b"priority", "rate_limit", b"rate_limit", "rate_limit_bucket", b"rate_limit_bucket", "rate_limit_period", b"rate_limit_period", "start", b"start", "timeout_seconds", b"timeout_seconds", "title", b"title", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

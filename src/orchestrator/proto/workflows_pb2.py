@@ -23,67 +23,69 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from orchestrator.proto import tasks_pb2 as orchestrator_dot_tasks__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1corchestrator/workflows.proto\x12\x16orchestrator.workflows\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x01\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12&\n\x05input\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x10input_expression\x18\x04 \x01(\t\x12\x14\n\x0cmax_attempts\x18\x05 \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\"9\n\x04\x45\x64ge\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x11\n\tcondition\x18\x03 \x01(\t\"n\n\x12WorkflowDefinition\x12+\n\x05nodes\x18\x01 \x03(\x0b\x32\x1c.orchestrator.workflows.Node\x12+\n\x05\x65\x64ges\x18\x02 \x03(\x0b\x32\x1c.orchestrator.workflows.Edge\"\xfc\x01\n\x08Workflow\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12>\n\ndefinition\x18\x04 \x01(\x0b\x32*.orchestrator.workflows.WorkflowDefinition\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x10\n\x08owner_id\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"z\n\x15\x43reateWorkflowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12>\n\ndefinition\x18\x02 \x01(\x0b\x32*.orchestrator.workflows.WorkflowDefinition\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"1\n\x12GetWorkflowRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"=\n\x14ListWorkflowsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"e\n\x15ListWorkflowsResponse\x12\x33\n\tworkflows\x18\x01 \x03(\x0b\x32 .orchestrator.workflows.Workflow\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"x\n\x15UpdateWorkflowRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12>\n\ndefinition\x18\x02 \x01(\x0b\x32*.orchestrator.workflows.WorkflowDefinition\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"#\n\x15\x44\x65leteWorkflowRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteWorkflowResponse\"Y\n\x17ValidateWorkflowRequest\x12>\n\ndefinition\x18\x01 \x01(\x0b\x32*.orchestrator.workflows.WorkflowDefinition\")\n\x18ValidateWorkflowResponse\x12\r\n\x05order\x18\x01 \x03(\t\"f\n\x16\x45xecuteWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07version\x18\x03 \x01(\x05\"\xf8\x01\n\x07NodeRun\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x32\n\x06status\x18\x02 \x01(\x0e\x32\".orchestrator.workflows.NodeStatus\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\'\n\x06output\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf4\x02\n\x0bWorkflowRun\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x39\n\x06status\x18\x03 \x01(\x0e\x32).orchestrator.workflows.WorkflowRunStatus\x12.\n\x05nodes\x18\x04 \x03(\x0b\x32\x1f.orchestrator.workflows.NodeRun\x12\x18\n\x10workflow_version\x18\x05 \x01(\x05\x12&\n\x05input\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x10\n\x08owner_id\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlast_sequence\x18\x0b \x01(\x03\"#\n\x15GetWorkflowRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x90\x01\n\x17ListWorkflowRunsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x03 \x01(\t\x12\x39\n\x06status\x18\x04 \x01(\x0e\x32).orchestrator.workflows.WorkflowRunStatus\"f\n\x18ListWorkflowRunsResponse\x12\x31\n\x04runs\x18\x01 \x03(\x0b\x32#.orchestrator.workflows.WorkflowRun\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x17WatchWorkflowRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"6\n\x18\x43\x61ncelWorkflowRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xfb\x02\n\rWorkflowEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x37\n\x04type\x18\x03 \x01(\x0e\x32).orchestrator.workflows.WorkflowEventType\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x39\n\x06status\x18\x05 \x01(\x0e\x32).orchestrator.workflows.WorkflowRunStatus\x12-\n\ttimestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x0bnode_status\x18\x07 \x01(\x0e\x32\".orchestrator.workflows.NodeStatus\x12\x0f\n\x07task_id\x18\x08 \x01(\t\x12\'\n\x06output\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07message\x18\n \x01(\t\x12\x10\n\x08progress\x18\x0b \x01(\x05*\xbf\x01\n\x11WorkflowRunStatus\x12#\n\x1fWORKFLOW_RUN_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bWORKFLOW_RUN_STATUS_RUNNING\x10\x01\x12!\n\x1dWORKFLOW_RUN_STATUS_SUCCEEDED\x10\x02\x12\x1e\n\x1aWORKFLOW_RUN_STATUS_FAILED\x10\x03\x12!\n\x1dWORKFLOW_RUN_STATUS_CANCELLED\x10\x04*\xda\x01\n\nNodeStatus\x12\x1b\n\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13NODE_STATUS_PENDING\x10\x01\x12\x16\n\x12NODE_STATUS_QUEUED\x10\x02\x12\x17\n\x13NODE_STATUS_RUNNING\x10\x03\x12\x19\n\x15NODE_STATUS_SUCCEEDED\x10\x04\x12\x16\n\x12NODE_STATUS_FAILED\x10\x05\x12\x17\n\x13NODE_STATUS_SKIPPED\x10\x06\x12\x19\n\x15NODE_STATUS_CANCELLED\x10\x07*\x86\x04\n\x11WorkflowEventType\x12#\n\x1fWORKFLOW_EVENT_TYPE_UNSPECIFIED\x10\x00\x12#\n\x1fWORKFLOW_EVENT_TYPE_RUN_STARTED\x10\x01\x12#\n\x1fWORKFLOW_EVENT_TYPE_NODE_QUEUED\x10\x02\x12$\n WORKFLOW_EVENT_TYPE_NODE_STARTED\x10\x03\x12%\n!WORKFLOW_EVENT_TYPE_NODE_PROGRESS\x10\x04\x12&\n\"WORKFLOW_EVENT_TYPE_NODE_SUCCEEDED\x10\x05\x12#\n\x1fWORKFLOW_EVENT_TYPE_NODE_FAILED\x10\x06\x12$\n WORKFLOW_EVENT_TYPE_NODE_SKIPPED\x10\x07\x12&\n\"WORKFLOW_EVENT_TYPE_NODE_CANCELLED\x10\x08\x12(\n$WORKFLOW_EVENT_TYPE_CHECKPOINT_SAVED\x10\t\x12%\n!WORKFLOW_EVENT_TYPE_RUN_SUCCEEDED\x10\n\x12\"\n\x1eWORKFLOW_EVENT_TYPE_RUN_FAILED\x10\x0b\x12%\n!WORKFLOW_EVENT_TYPE_RUN_CANCELLED\x10\x0c\x32\xad\t\n\x0fWorkflowService\x12\x61\n\x0e\x43reateWorkflow\x12-.orchestrator.workflows.CreateWorkflowRequest\x1a .orchestrator.workflows.Workflow\x12[\n\x0bGetWorkflow\x12*.orchestrator.workflows.GetWorkflowRequest\x1a .orchestrator.workflows.Workflow\x12l\n\rListWorkflows\x12,.orchestrator.workflows.ListWorkflowsRequest\x1a-.orchestrator.workflows.ListWorkflowsResponse\x12\x61\n\x0eUpdateWorkflow\x12-.orchestrator.workflows.UpdateWorkflowRequest\x1a .orchestrator.workflows.Workflow\x12o\n\x0e\x44\x65leteWorkflow\x12-.orchestrator.workflows.DeleteWorkflowRequest\x1a..orchestrator.workflows.DeleteWorkflowResponse\x12u\n\x10ValidateWorkflow\x12/.orchestrator.workflows.ValidateWorkflowRequest\x1a\x30.orchestrator.workflows.ValidateWorkflowResponse\x12j\n\x0f\x45xecuteWorkflow\x12..orchestrator.workflows.ExecuteWorkflowRequest\x1a%.orchestrator.workflows.WorkflowEvent0\x01\x12\x64\n\x0eGetWorkflowRun\x12-.orchestrator.workflows.GetWorkflowRunRequest\x1a#.orchestrator.workflows.WorkflowRun\x12u\n\x10ListWorkflowRuns\x12/.orchestrator.workflows.ListWorkflowRunsRequest\x1a\x30.orchestrator.workflows.ListWorkflowRunsResponse\x12l\n\x10WatchWorkflowRun\x12/.orchestrator.workflows.WatchWorkflowRunRequest\x1a%.orchestrator.workflows.WorkflowEvent0\x01\x12j\n\x11\x43\x61ncelWorkflowRun\x12\x30.orchestrator.workflows.CancelWorkflowRunRequest\x1a#.orchestrator.workflows.WorkflowRunb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1corchestrator/workflows.proto\x12\x16orchestrator.workflows\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18orchestrator/tasks.proto\"\xa6\x03\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12&\n\x05input\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x10input_expression\x18\x04 \x01(\t\x12\x14\n\x0cmax_attempts\x18\x05 \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\"\n\x1a\x63oncurrency_key_expression\x18\x08 \x01(\t\x12\x19\n\x11\x63oncurrency_limit\x18\t \x01(\x05\x12\x45\n\x14\x63oncurrency_strategy\x18\n \x01(\x0e\x32\'.orchestrator.tasks.ConcurrencyStrategy\x12$\n\x1crate_limit_bucket_expression\x18\x0b \x01(\t\x12\x12\n\nrate_limit\x18\x0c \x01(\x05\x12>\n\x11rate_limit_period\x18\r \x01(\x0e\x32#.orchestrator.tasks.RateLimitPeriod\"9\n\x04\x45\x64ge\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x11\n\tcondition\x18\x03 \x01(\t\"n\n\x12WorkflowDefinition\x12+\n\x05nodes\x18\x01 \x03(\x0b\x32\x1c.orchestrator.workflows.Node\x12+\n\x05\x65\x64ges\x18\x02 \x03(\x0b\x32\x1c.orchestrator.workflows.Edge\"\xfc\x01\n\x08Workflow\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12>\n\ndefinition\x18\x04 \x01(\x0b\x32*.orchestrator.workflows.WorkflowDefinition\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x10\n\x08owner_id\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"z\n\x15\x43reateWorkflowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12>\n\ndefinition\x18\x02 \x01(\x0b\x32*.orchestrator.workflows.WorkflowDefinition\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"1\n\x12GetWorkflowRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"=\n\x14ListWorkflowsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"e\n\x15ListWorkflowsResponse\x12\x33\n\tworkflows\x18\x01 \x03(\x0b\x32 .orchestrator.workflows.Workflow\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"x\n\x15UpdateWorkflowRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12>\n\ndefinition\x18\x02 \x01(\x0b\x32*.orchestrator.workflows.WorkflowDefinition\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"#\n\x15\x44\x65leteWorkflowRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteWorkflowResponse\"Y\n\x17ValidateWorkflowRequest\x12>\n\ndefinition\x18\x01 \x01(\x0b\x32*.orchestrator.workflows.WorkflowDefinition\")\n\x18ValidateWorkflowResponse\x12\r\n\x05order\x18\x01 \x03(\t\"\xc0\x01\n\x16\x45xecuteWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12.\n\nnot_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x05\x64\x65lay\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xf8\x01\n\x07NodeRun\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x32\n\x06status\x18\x02 \x01(\x0e\x32\".orchestrator.workflows.NodeStatus\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\'\n\x06output\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xeb\x03\n\x0bWorkflowRun\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x39\n\x06status\x18\x03 \x01(\x0e\x32).orchestrator.workflows.WorkflowRunStatus\x12.\n\x05nodes\x18\x04 \x03(\x0b\x32\x1f.orchestrator.workflows.NodeRun\x12\x18\n\x10workflow_version\x18\x05 \x01(\x05\x12&\n\x05input\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x10\n\x08owner_id\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlast_sequence\x18\x0b \x01(\x03\x12.\n\nnot_before\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bschedule_id\x18\r \x01(\t\x12\x30\n\x0cscheduled_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"#\n\x15GetWorkflowRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x90\x01\n\x17ListWorkflowRunsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x03 \x01(\t\x12\x39\n\x06status\x18\x04 \x01(\x0e\x32).orchestrator.workflows.WorkflowRunStatus\"f\n\x18ListWorkflowRunsResponse\x12\x31\n\x04runs\x18\x01 \x03(\x0b\x32#.orchestrator.workflows.WorkflowRun\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x17WatchWorkflowRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"6\n\x18\x43\x61ncelWorkflowRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xfb\x02\n\rWorkflowEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x37\n\x04type\x18\x03 \x01(\x0e\x32).orchestrator.workflows.WorkflowEventType\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x39\n\x06status\x18\x05 \x01(\x0e\x32).orchestrator.workflows.WorkflowRunStatus\x12-\n\ttimestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x0bnode_status\x18\x07 \x01(\x0e\x32\".orchestrator.workflows.NodeStatus\x12\x0f\n\x07task_id\x18\x08 \x01(\t\x12\'\n\x06output\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07message\x18\n \x01(\t\x12\x10\n\x08progress\x18\x0b \x01(\x05*\xbf\x01\n\x11WorkflowRunStatus\x12#\n\x1fWORKFLOW_RUN_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bWORKFLOW_RUN_STATUS_RUNNING\x10\x01\x12!\n\x1dWORKFLOW_RUN_STATUS_SUCCEEDED\x10\x02\x12\x1e\n\x1aWORKFLOW_RUN_STATUS_FAILED\x10\x03\x12!\n\x1dWORKFLOW_RUN_STATUS_CANCELLED\x10\x04*\xda\x01\n\nNodeStatus\x12\x1b\n\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13NODE_STATUS_PENDING\x10\x01\x12\x16\n\x12NODE_STATUS_QUEUED\x10\x02\x12\x17\n\x13NODE_STATUS_RUNNING\x10\x03\x12\x19\n\x15NODE_STATUS_SUCCEEDED\x10\x04\x12\x16\n\x12NODE_STATUS_FAILED\x10\x05\x12\x17\n\x13NODE_STATUS_SKIPPED\x10\x06\x12\x19\n\x15NODE_STATUS_CANCELLED\x10\x07*\x86\x04\n\x11WorkflowEventType\x12#\n\x1fWORKFLOW_EVENT_TYPE_UNSPECIFIED\x10\x00\x12#\n\x1fWORKFLOW_EVENT_TYPE_RUN_STARTED\x10\x01\x12#\n\x1fWORKFLOW_EVENT_TYPE_NODE_QUEUED\x10\x02\x12$\n WORKFLOW_EVENT_TYPE_NODE_STARTED\x10\x03\x12%\n!WORKFLOW_EVENT_TYPE_NODE_PROGRESS\x10\x04\x12&\n\"WORKFLOW_EVENT_TYPE_NODE_SUCCEEDED\x10\x05\x12#\n\x1fWORKFLOW_EVENT_TYPE_NODE_FAILED\x10\x06\x12$\n WORKFLOW_EVENT_TYPE_NODE_SKIPPED\x10\x07\x12&\n\"WORKFLOW_EVENT_TYPE_NODE_CANCELLED\x10\x08\x12(\n$WORKFLOW_EVENT_TYPE_CHECKPOINT_SAVED\x10\t\x12%\n!WORKFLOW_EVENT_TYPE_RUN_SUCCEEDED\x10\n\x12\"\n\x1eWORKFLOW_EVENT_TYPE_RUN_FAILED\x10\x0b\x12%\n!WORKFLOW_EVENT_TYPE_RUN_CANCELLED\x10\x0c\x32\xad\t\n\x0fWorkflowService\x12\x61\n\x0e\x43reateWorkflow\x12-.orchestrator.workflows.CreateWorkflowRequest\x1a .orchestrator.workflows.Workflow\x12[\n\x0bGetWorkflow\x12*.orchestrator.workflows.GetWorkflowRequest\x1a .orchestrator.workflows.Workflow\x12l\n\rListWorkflows\x12,.orchestrator.workflows.ListWorkflowsRequest\x1a-.orchestrator.workflows.ListWorkflowsResponse\x12\x61\n\x0eUpdateWorkflow\x12-.orchestrator.workflows.UpdateWorkflowRequest\x1a .orchestrator.workflows.Workflow\x12o\n\x0e\x44\x65leteWorkflow\x12-.orchestrator.workflows.DeleteWorkflowRequest\x1a..orchestrator.workflows.DeleteWorkflowResponse\x12u\n\x10ValidateWorkflow\x12/.orchestrator.workflows.ValidateWorkflowRequest\x1a\x30.orchestrator.workflows.ValidateWorkflowResponse\x12j\n\x0f\x45xecuteWorkflow\x12..orchestrator.workflows.ExecuteWorkflowRequest\x1a%.orchestrator.workflows.WorkflowEvent0\x01\x12\x64\n\x0eGetWorkflowRun\x12-.orchestrator.workflows.GetWorkflowRunRequest\x1a#.orchestrator.workflows.WorkflowRun\x12u\n\x10ListWorkflowRuns\x12/.orchestrator.workflows.ListWorkflowRunsRequest\x1a\x30.orchestrator.workflows.ListWorkflowRunsResponse\x12l\n\x10WatchWorkflowRun\x12/.orchestrator.workflows.WatchWorkflowRunRequest\x1a%.orchestrator.workflows.WorkflowEvent0\x01\x12j\n\x11\x43\x61ncelWorkflowRun\x12\x30.orchestrator.workflows.CancelWorkflowRunRequest\x1a#.orchestrator.workflows.WorkflowRunb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'orchestrator.workflows_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WORKFLOWRUNSTATUS']._serialized_start=2894
-  _globals['_WORKFLOWRUNSTATUS']._serialized_end=3085
-  _globals['_NODESTATUS']._serialized_start=3088
-  _globals['_NODESTATUS']._serialized_end=3306
-  _globals['_WORKFLOWEVENTTYPE']._serialized_start=3309
-  _globals['_WORKFLOWEVENTTYPE']._serialized_end=3827
-  _globals['_NODE']._serialized_start=120
-  _globals['_NODE']._serialized_end=286
-  _globals['_EDGE']._serialized_start=288
-  _globals['_EDGE']._serialized_end=345
-  _globals['_WORKFLOWDEFINITION']._serialized_start=347
-  _globals['_WORKFLOWDEFINITION']._serialized_end=457
-  _globals['_WORKFLOW']._serialized_start=460
-  _globals['_WORKFLOW']._serialized_end=712
-  _globals['_CREATEWORKFLOWREQUEST']._serialized_start=714
-  _globals['_CREATEWORKFLOWREQUEST']._serialized_end=836
-  _globals['_GETWORKFLOWREQUEST']._serialized_start=838
-  _globals['_GETWORKFLOWREQUEST']._serialized_end=887
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=889
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=950
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=952
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=1053
-  _globals['_UPDATEWORKFLOWREQUEST']._serialized_start=1055
-  _globals['_UPDATEWORKFLOWREQUEST']._serialized_end=1175
-  _globals['_DELETEWORKFLOWREQUEST']._serialized_start=1177
-  _globals['_DELETEWORKFLOWREQUEST']._serialized_end=1212
-  _globals['_DELETEWORKFLOWRESPONSE']._serialized_start=1214
-  _globals['_DELETEWORKFLOWRESPONSE']._serialized_end=1238
-  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_start=1240
-  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_end=1329
-  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_start=1331
-  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_end=1372
-  _globals['_EXECUTEWORKFLOWREQUEST']._serialized_start=1374
-  _globals['_EXECUTEWORKFLOWREQUEST']._serialized_end=1476
-  _globals['_NODERUN']._serialized_start=1479
-  _globals['_NODERUN']._serialized_end=1727
-  _globals['_WORKFLOWRUN']._serialized_start=1730
-  _globals['_WORKFLOWRUN']._serialized_end=2102
-  _globals['_GETWORKFLOWRUNREQUEST']._serialized_start=2104
-  _globals['_GETWORKFLOWRUNREQUEST']._serialized_end=2139
-  _globals['_LISTWORKFLOWRUNSREQUEST']._serialized_start=2142
-  _globals['_LISTWORKFLOWRUNSREQUEST']._serialized_end=2286
-  _globals['_LISTWORKFLOWRUNSRESPONSE']._serialized_start=2288
-  _globals['_LISTWORKFLOWRUNSRESPONSE']._serialized_end=2390
-  _globals['_WATCHWORKFLOWRUNREQUEST']._serialized_start=2392
-  _globals['_WATCHWORKFLOWRUNREQUEST']._serialized_end=2453
-  _globals['_CANCELWORKFLOWRUNREQUEST']._serialized_start=2455
-  _globals['_CANCELWORKFLOWRUNREQUEST']._serialized_end=2509
-  _globals['_WORKFLOWEVENT']._serialized_start=2512
-  _globals['_WORKFLOWEVENT']._serialized_end=2891
-  _globals['_WORKFLOWSERVICE']._serialized_start=3830
-  _globals['_WORKFLOWSERVICE']._serialized_end=5027
+  _globals['_WORKFLOWRUNSTATUS']._serialized_start=3418
+  _globals['_WORKFLOWRUNSTATUS']._serialized_end=3609
+  _globals['_NODESTATUS']._serialized_start=3612
+  _globals['_NODESTATUS']._serialized_end=3830
+  _globals['_WORKFLOWEVENTTYPE']._serialized_start=3833
+  _globals['_WORKFLOWEVENTTYPE']._serialized_end=4351
+  _globals['_NODE']._serialized_start=178
+  _globals['_NODE']._serialized_end=600
+  _globals['_EDGE']._serialized_start=602
+  _globals['_EDGE']._serialized_end=659
+  _globals['_WORKFLOWDEFINITION']._serialized_start=661
+  _globals['_WORKFLOWDEFINITION']._serialized_end=771
+  _globals['_WORKFLOW']._serialized_start=774
+  _globals['_WORKFLOW']._serialized_end=1026
+  _globals['_CREATEWORKFLOWREQUEST']._serialized_start=1028
+  _globals['_CREATEWORKFLOWREQUEST']._serialized_end=1150
+  _globals['_GETWORKFLOWREQUEST']._serialized_start=1152
+  _globals['_GETWORKFLOWREQUEST']._serialized_end=1201
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=1203
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=1264
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=1266
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=1367
+  _globals['_UPDATEWORKFLOWREQUEST']._serialized_start=1369
+  _globals['_UPDATEWORKFLOWREQUEST']._serialized_end=1489
+  _globals['_DELETEWORKFLOWREQUEST']._serialized_start=1491
+  _globals['_DELETEWORKFLOWREQUEST']._serialized_end=1526
+  _globals['_DELETEWORKFLOWRESPONSE']._serialized_start=1528
+  _globals['_DELETEWORKFLOWRESPONSE']._serialized_end=1552
+  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_start=1554
+  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_end=1643
+  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_start=1645
+  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_end=1686
+  _globals['_EXECUTEWORKFLOWREQUEST']._serialized_start=1689
+  _globals['_EXECUTEWORKFLOWREQUEST']._serialized_end=1881
+  _globals['_NODERUN']._serialized_start=1884
+  _globals['_NODERUN']._serialized_end=2132
+  _globals['_WORKFLOWRUN']._serialized_start=2135
+  _globals['_WORKFLOWRUN']._serialized_end=2626
+  _globals['_GETWORKFLOWRUNREQUEST']._serialized_start=2628
+  _globals['_GETWORKFLOWRUNREQUEST']._serialized_end=2663
+  _globals['_LISTWORKFLOWRUNSREQUEST']._serialized_start=2666
+  _globals['_LISTWORKFLOWRUNSREQUEST']._serialized_end=2810
+  _globals['_LISTWORKFLOWRUNSRESPONSE']._serialized_start=2812
+  _globals['_LISTWORKFLOWRUNSRESPONSE']._serialized_end=2914
+  _globals['_WATCHWORKFLOWRUNREQUEST']._serialized_start=2916
+  _globals['_WATCHWORKFLOWRUNREQUEST']._serialized_end=2977
+  _globals['_CANCELWORKFLOWRUNREQUEST']._serialized_start=2979
+  _globals['_CANCELWORKFLOWRUNREQUEST']._serialized_end=3033
+  _globals['_WORKFLOWEVENT']._serialized_start=3036
+  _globals['_WORKFLOWEVENT']._serialized_end=3415
+  _globals['_WORKFLOWSERVICE']._serialized_start=4354
+  _globals['_WORKFLOWSERVICE']._serialized_end=5551
 # @@protoc_insertion_point(module_scope)

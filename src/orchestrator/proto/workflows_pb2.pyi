@@ -6,11 +6,13 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from orchestrator.proto import tasks_pb2 as _tasks_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -118,6 +120,12 @@ class Node(_message.Message):
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_EXPRESSION_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_STRATEGY_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_BUCKET_EXPRESSION_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_PERIOD_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique in the definition."""
     type: _builtins.str
@@ -129,6 +137,16 @@ class Node(_message.Message):
     max_attempts: _builtins.int
     timeout_seconds: _builtins.int
     description: _builtins.str
+    concurrency_key_expression: _builtins.str
+    """CEL yielding a string, over `input` and `nodes.<id>.output`: the node's
+    task's concurrency key (empty: none); concurrency_limit is then required.
+    """
+    concurrency_limit: _builtins.int
+    concurrency_strategy: _tasks_pb2.ConcurrencyStrategy.ValueType
+    rate_limit_bucket_expression: _builtins.str
+    """CEL yielding a string: the rate-limit bucket (empty: none)."""
+    rate_limit: _builtins.int
+    rate_limit_period: _tasks_pb2.RateLimitPeriod.ValueType
     @_builtins.property
     def input(self) -> _struct_pb2.Struct: ...
     def __init__(
@@ -141,10 +159,16 @@ class Node(_message.Message):
         max_attempts: _builtins.int = ...,
         timeout_seconds: _builtins.int = ...,
         description: _builtins.str = ...,
+        concurrency_key_expression: _builtins.str = ...,
+        concurrency_limit: _builtins.int = ...,
+        concurrency_strategy: _tasks_pb2.ConcurrencyStrategy.ValueType = ...,
+        rate_limit_bucket_expression: _builtins.str = ...,
+        rate_limit: _builtins.int = ...,
+        rate_limit_period: _tasks_pb2.RateLimitPeriod.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "id", b"id", "input", b"input", "input_expression", b"input_expression", "max_attempts", b"max_attempts", "timeout_seconds", b"timeout_seconds", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key_expression", b"concurrency_key_expression", "concurrency_limit", b"concurrency_limit", "concurrency_strategy", b"concurrency_strategy", "description", b"description", "id", b"id", "input", b"input", "input_expression", b"input_expression", "max_attempts", b"max_attempts", "rate_limit", b"rate_limit", "rate_limit_bucket_expression", b"rate_limit_bucket_expression", "rate_limit_period", b"rate_limit_period", "timeout_seconds", b"timeout_seconds", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -449,21 +473,31 @@ class ExecuteWorkflowRequest(_message.Message):
     WORKFLOW_ID_FIELD_NUMBER: _builtins.int
     INPUT_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    NOT_BEFORE_FIELD_NUMBER: _builtins.int
+    DELAY_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     version: _builtins.int
     """0: the latest."""
     @_builtins.property
     def input(self) -> _struct_pb2.Struct: ...
+    @_builtins.property
+    def not_before(self) -> _timestamp_pb2.Timestamp:
+        """The first nodes start no earlier; at most one of not_before and delay."""
+
+    @_builtins.property
+    def delay(self) -> _duration_pb2.Duration: ...
     def __init__(
         self,
         *,
         workflow_id: _builtins.str = ...,
         input: _struct_pb2.Struct | None = ...,
         version: _builtins.int = ...,
+        not_before: _timestamp_pb2.Timestamp | None = ...,
+        delay: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "input", b"input", "not_before", b"not_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "input", b"input", "not_before", b"not_before", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -524,6 +558,9 @@ class WorkflowRun(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    NOT_BEFORE_FIELD_NUMBER: _builtins.int
+    SCHEDULE_ID_FIELD_NUMBER: _builtins.int
+    SCHEDULED_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     workflow_id: _builtins.str
     status: Global___WorkflowRunStatus.ValueType
@@ -531,6 +568,8 @@ class WorkflowRun(_message.Message):
     error: _builtins.str
     owner_id: _builtins.str
     last_sequence: _builtins.int
+    schedule_id: _builtins.str
+    """Set when a schedule started the run."""
     @_builtins.property
     def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeRun]: ...
     @_builtins.property
@@ -539,6 +578,10 @@ class WorkflowRun(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def not_before(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def scheduled_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -553,10 +596,13 @@ class WorkflowRun(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         last_sequence: _builtins.int = ...,
+        not_before: _timestamp_pb2.Timestamp | None = ...,
+        schedule_id: _builtins.str = ...,
+        scheduled_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "input", b"input"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "input", b"input", "not_before", b"not_before", "scheduled_at", b"scheduled_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "id", b"id", "input", b"input", "last_sequence", b"last_sequence", "nodes", b"nodes", "owner_id", b"owner_id", "status", b"status", "workflow_id", b"workflow_id", "workflow_version", b"workflow_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "id", b"id", "input", b"input", "last_sequence", b"last_sequence", "nodes", b"nodes", "not_before", b"not_before", "owner_id", b"owner_id", "schedule_id", b"schedule_id", "scheduled_at", b"scheduled_at", "status", b"status", "workflow_id", b"workflow_id", "workflow_version", b"workflow_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -2,16 +2,103 @@
 
 from __future__ import annotations
 
-from orchestrator.model import Task, TaskEvent, TaskStatus
+from datetime import datetime, timedelta
+
+from orchestrator.errors import InvalidArgument
+from orchestrator.model import (
+    Concurrency,
+    ConcurrencyStrategy,
+    NewTask,
+    RateLimit,
+    Task,
+    TaskEvent,
+    TaskStatus,
+    WaitReason,
+)
 from orchestrator.proto import tasks_pb2
-from orchestrator.services.convert import domain_enum, struct, timestamp, wire_enum
+from orchestrator.services.convert import (
+    domain_enum,
+    from_struct,
+    from_timestamp,
+    struct,
+    timestamp,
+    wire_enum,
+)
+
+PERIOD_SECONDS = {
+    tasks_pb2.RATE_LIMIT_PERIOD_SECOND: 1,
+    tasks_pb2.RATE_LIMIT_PERIOD_MINUTE: 60,
+    tasks_pb2.RATE_LIMIT_PERIOD_HOUR: 3600,
+}
+PERIOD_WIRE = {seconds: wire for wire, seconds in PERIOD_SECONDS.items()}
 
 
 def status_domain(value: tasks_pb2.TaskStatus.ValueType) -> TaskStatus | None:
     return domain_enum(tasks_pb2.TaskStatus, value, TaskStatus)
 
 
-def task_message(task: Task) -> tasks_pb2.Task:
+def start_time(
+    not_before: datetime | None, delay: timedelta | None, now: datetime, prefix: str = ""
+) -> datetime | None:
+    """The time asked for, as `not_before` or as a `delay` from now."""
+    if delay is None:
+        return not_before
+    if not_before is not None:
+        raise InvalidArgument.field(prefix + "delay", "give not_before or delay, not both")
+    if delay < timedelta(0):
+        raise InvalidArgument.field(prefix + "delay", "must not be negative")
+    return now + delay
+
+
+def concurrency_domain(
+    key: str, limit: int, strategy: tasks_pb2.ConcurrencyStrategy.ValueType
+) -> Concurrency | None:
+    """None when nothing is asked; a partial one is left to validation."""
+    if not (key or limit or strategy):
+        return None
+    chosen = domain_enum(tasks_pb2.ConcurrencyStrategy, strategy, ConcurrencyStrategy)
+    return Concurrency(key, limit, chosen or ConcurrencyStrategy.QUEUE)
+
+
+def rate_limit_domain(
+    bucket: str, limit: int, period: tasks_pb2.RateLimitPeriod.ValueType
+) -> RateLimit | None:
+    if not (bucket or limit or period):
+        return None
+    return RateLimit(bucket, limit, PERIOD_SECONDS.get(period, 0))
+
+
+def new_task(
+    request: tasks_pb2.CreateTaskRequest, default_max_attempts: int, now: datetime
+) -> NewTask:
+    return NewTask(
+        title=request.title or request.type,
+        type=request.type,
+        input=from_struct(request.input),
+        start=request.start,
+        description=request.description,
+        labels=dict(request.labels),
+        priority=request.priority,
+        max_attempts=request.max_attempts or default_max_attempts,
+        timeout_seconds=request.timeout_seconds,
+        idempotency_key=request.idempotency_key or None,
+        not_before=start_time(
+            from_timestamp(request, "not_before"),
+            request.delay.ToTimedelta() if request.HasField("delay") else None,
+            now,
+        ),
+        concurrency=concurrency_domain(
+            request.concurrency_key, request.concurrency_limit, request.concurrency_strategy
+        ),
+        rate_limit=rate_limit_domain(
+            request.rate_limit_bucket, request.rate_limit, request.rate_limit_period
+        ),
+    )
+
+
+def task_message(task: Task, waiting: tuple[WaitReason, str] | None = None) -> tasks_pb2.Task:
+    """`waiting`: why a queued task has not started (GetTask says)."""
+    concurrency, rate, origin = task.concurrency, task.rate_limit, task.origin
     return tasks_pb2.Task(
         id=task.id,
         title=task.title,
@@ -38,6 +125,21 @@ def task_message(task: Task) -> tasks_pb2.Task:
         workflow_run_id=task.workflow_run_id or "",
         node_id=task.node_id or "",
         last_sequence=task.last_sequence,
+        not_before=timestamp(task.not_before),
+        concurrency_key=concurrency.key if concurrency else "",
+        concurrency_limit=concurrency.limit if concurrency else 0,
+        concurrency_strategy=wire_enum(
+            tasks_pb2.ConcurrencyStrategy, concurrency.strategy if concurrency else None
+        ),
+        rate_limit_bucket=rate.bucket if rate else "",
+        rate_limit=rate.limit if rate else 0,
+        rate_limit_period=PERIOD_WIRE[rate.period_seconds]
+        if rate
+        else tasks_pb2.RATE_LIMIT_PERIOD_UNSPECIFIED,
+        schedule_id=origin.schedule_id if origin else "",
+        scheduled_at=timestamp(origin.scheduled_at if origin else None),
+        wait_reason=wire_enum(tasks_pb2.TaskWaitReason, waiting[0] if waiting else None),
+        waiting=waiting[1] if waiting else "",
     )
 
 

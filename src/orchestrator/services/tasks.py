@@ -13,8 +13,14 @@ from orchestrator.errors import InvalidArgument
 from orchestrator.model import NewTask
 from orchestrator.proto import tasks_pb2, tasks_pb2_grpc
 from orchestrator.services.convert import from_struct
-from orchestrator.services.convert_tasks import event_message, status_domain, task_message
+from orchestrator.services.convert_tasks import (
+    event_message,
+    new_task,
+    status_domain,
+    task_message,
+)
 from orchestrator.services.streams import Streams
+from orchestrator.store.types import utcnow
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -48,18 +54,7 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
         self._default_max_attempts = default_max_attempts
 
     def _new_task(self, request: tasks_pb2.CreateTaskRequest) -> NewTask:
-        return NewTask(
-            title=request.title or request.type,
-            type=request.type,
-            input=from_struct(request.input),
-            start=request.start,
-            description=request.description,
-            labels=dict(request.labels),
-            priority=request.priority,
-            max_attempts=request.max_attempts or self._default_max_attempts,
-            timeout_seconds=request.timeout_seconds,
-            idempotency_key=request.idempotency_key or None,
-        )
+        return new_task(request, self._default_max_attempts, utcnow())
 
     async def CreateTask(
         self, request: tasks_pb2.CreateTaskRequest, context: Context

@@ -122,6 +122,16 @@ tasks = Table(
     Column("last_sequence", BigInteger, nullable=False),
     Column("workflow_run_id", String(36), nullable=True),
     Column("node_id", String(128), nullable=True),
+    # As asked for; available_at is when a claim may take it.
+    Column("not_before", UtcDateTime, nullable=True),
+    Column("concurrency_key", String(128), nullable=True),
+    Column("concurrency_limit", Integer, nullable=True),
+    Column("concurrency_strategy", String(16), nullable=True),
+    Column("rate_bucket", String(128), nullable=True),
+    Column("rate_limit", Integer, nullable=True),
+    Column("rate_period_seconds", Integer, nullable=True),
+    Column("schedule_id", String(36), nullable=True),
+    Column("scheduled_at", UtcDateTime, nullable=True),
     UniqueConstraint("owner_id", "idempotency_key"),
     # The dispatch order within one type: a claim reads the first rows of
     # each of its types (see store/claiming.py) instead of sorting the
@@ -133,6 +143,10 @@ tasks = Table(
     Index(None, "finished_at"),
     Index(None, "owner_id", "created_at"),
     Index(None, "worker_id"),
+    # Tasks of one key by status: how many run, which wait.
+    Index(None, "owner_id", "concurrency_key", "status"),
+    # A scheduled time starts one task, whichever replica fires it.
+    Index(None, "schedule_id", "scheduled_at", unique=True),
 )
 
 # The durable event log of every task: one row per change, numbered per task.
@@ -194,9 +208,13 @@ workflow_runs = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("finished_at", UtcDateTime, nullable=True),
     Column("last_sequence", BigInteger, nullable=False),
+    Column("not_before", UtcDateTime, nullable=True),
+    Column("schedule_id", String(36), nullable=True),
+    Column("scheduled_at", UtcDateTime, nullable=True),
     Index(None, "owner_id", "created_at"),
     Index(None, "workflow_id", "created_at"),
     Index(None, "finished_at"),
+    Index(None, "schedule_id", "scheduled_at", unique=True),
 )
 
 run_nodes = Table(
@@ -242,4 +260,49 @@ login_failures = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Index(None, "key", "created_at"),
     Index(None, "created_at"),
+)
+
+# Rate limits as a virtual schedule (GCRA): a bucket's next start may not
+# come before `next_at`; each start moves it on by the bucket's spacing.
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("owner_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("next_at", UtcDateTime, nullable=False),
+)
+
+# A schedule and where its firing stands. `next_fire_at` is the next
+# scheduled time not fired yet (None: paused or past its end); each fire
+# moves it on in the transaction that starts the fire's task or run.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("owner_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("cron", String(256), nullable=False),
+    Column("interval_seconds", Integer, nullable=False),
+    Column("time_zone", String(64), nullable=False),
+    Column("start_at", UtcDateTime, nullable=True),
+    Column("end_at", UtcDateTime, nullable=True),
+    Column("jitter_seconds", Integer, nullable=False),
+    Column("overlap", String(16), nullable=False),
+    Column("catchup_window_seconds", Integer, nullable=False),
+    Column("paused", Boolean, nullable=False),
+    Column("note", Text, nullable=False),
+    # What a fire starts: a task template, or a workflow with its input.
+    Column("task", JSON, nullable=True),
+    Column("workflow_id", String(36), nullable=True),
+    Column("input", JSON, nullable=True),
+    Column("next_fire_at", UtcDateTime, nullable=True),
+    # A time held back by the BUFFER_ONE overlap policy.
+    Column("buffered_at", UtcDateTime, nullable=True),
+    Column("last_fired_at", UtcDateTime, nullable=True),
+    Column("last_task_id", String(36), nullable=True),
+    Column("last_run_id", String(36), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("owner_id", "name"),
+    Index(None, "next_fire_at"),
 )

@@ -21,7 +21,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.errors import Aborted
-from orchestrator.model import NewTask, Task, TaskStatus
+from orchestrator.model import (
+    Concurrency,
+    ConcurrencyStrategy,
+    NewTask,
+    Origin,
+    RateLimit,
+    Task,
+    TaskStatus,
+)
 from orchestrator.store import claiming, failures
 from orchestrator.store.schema import tasks
 from orchestrator.store.types import newer_first_after
@@ -62,21 +70,49 @@ def _task(row: Any) -> Task:
         workflow_run_id=row.workflow_run_id,
         node_id=row.node_id,
         lost_deliveries=row.lost_deliveries,
+        not_before=row.not_before,
+        concurrency=Concurrency(
+            row.concurrency_key,
+            row.concurrency_limit,
+            ConcurrencyStrategy(row.concurrency_strategy),
+        )
+        if row.concurrency_key is not None
+        else None,
+        rate_limit=RateLimit(row.rate_bucket, row.rate_limit, row.rate_period_seconds)
+        if row.rate_bucket is not None
+        else None,
+        origin=Origin(row.schedule_id, row.scheduled_at) if row.schedule_id is not None else None,
+        available_at=row.available_at,
     )
+
+
+def _concurrency(row: Any) -> Concurrency | None:
+    if row.concurrency_key is None:
+        return None
+    strategy = ConcurrencyStrategy(row.concurrency_strategy)
+    return Concurrency(row.concurrency_key, row.concurrency_limit, strategy)
 
 
 @dataclass(frozen=True)
 class NewRow:
-    """A task to insert: what was asked for, by whom, and for which run."""
+    """A task to insert: what was asked for, by whom, and for which run or
+    schedule."""
 
     owner_id: str
     new: NewTask
     workflow_run_id: str | None = None
     node_id: str | None = None
+    origin: Origin | None = None
+
+
+def available_at(new: NewTask, now: datetime) -> datetime:
+    """When a task queued `now` may first be claimed."""
+    return max(now, new.not_before) if new.not_before is not None else now
 
 
 def _values(row: NewRow, now: datetime) -> dict[str, Any]:
     new = row.new
+    concurrency, rate, origin = new.concurrency, new.rate_limit, row.origin
     return {
         "id": str(uuid.uuid4()),
         "owner_id": row.owner_id,
@@ -98,7 +134,7 @@ def _values(row: NewRow, now: datetime) -> dict[str, Any]:
         "created_at": now,
         "updated_at": now,
         "queued_at": now if new.start else None,
-        "available_at": now if new.start else None,
+        "available_at": available_at(new, now) if new.start else None,
         "started_at": None,
         "finished_at": None,
         "progress": 0,
@@ -110,6 +146,15 @@ def _values(row: NewRow, now: datetime) -> dict[str, Any]:
         "last_sequence": 1 if new.start else 0,
         "workflow_run_id": row.workflow_run_id,
         "node_id": row.node_id,
+        "not_before": new.not_before,
+        "concurrency_key": concurrency.key if concurrency else None,
+        "concurrency_limit": concurrency.limit if concurrency else None,
+        "concurrency_strategy": concurrency.strategy if concurrency else None,
+        "rate_bucket": rate.bucket if rate else None,
+        "rate_limit": rate.limit if rate else None,
+        "rate_period_seconds": rate.period_seconds if rate else None,
+        "schedule_id": origin.schedule_id if origin else None,
+        "scheduled_at": origin.scheduled_at if origin else None,
     }
 
 
