@@ -177,8 +177,14 @@ class Dispatcher:
         self._wake.set()
 
     def wake_at(self, when: datetime) -> None:
-        delay = max(0.0, (when - utcnow()).total_seconds())
-        asyncio.get_running_loop().call_later(delay, self.wake)
+        """Wake at `when` by the wall clock the claim compares with: a timer
+        that fires early (the loop's clock is another) waits again, or its
+        round would find nothing and the task wait for the poll."""
+        delay = (when - utcnow()).total_seconds()
+        if delay <= 0:
+            self.wake()
+        else:
+            asyncio.get_running_loop().call_later(delay, self.wake_at, when)
 
     async def run(self) -> None:
         """The dispatch loop; runs until cancelled."""
@@ -264,7 +270,10 @@ class Dispatcher:
     async def claim_within(self, changes: Changes) -> None:
         """Tasks this transaction queued go to idle workers that serve their
         types, in the transaction itself: they start as they are created (or
-        as the node before them finishes), with no dispatch round between."""
+        as the node before them finishes), with no dispatch round between;
+        those queued for later wake this replica at their time."""
+        for when in changes.queued_for:
+            changes.after_commit.append(functools.partial(self.wake_at, when))
         queued = changes.queued_types
         for sessions in self._idle(lambda session: not queued.isdisjoint(session.task_types)):
             for session in sessions:

@@ -19,6 +19,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -64,6 +65,9 @@ class Changes:
         self.after_rollback: list[Callable[[], None]] = []
         # Types of the tasks this transaction queued.
         self.queued_types: set[str] = set()
+        # When tasks it queued for later (not_before, a retry's backoff)
+        # may first be claimed: the dispatcher wakes then.
+        self.queued_for: set[datetime] = set()
 
     def record(
         self,
@@ -89,6 +93,8 @@ class Changes:
         self.events.append(event)
         if task.status is TaskStatus.QUEUED:
             self.queued_types.add(task.type)
+            if task.available_at is not None and task.available_at > self.now:
+                self.queued_for.add(task.available_at)
         if task.workflow_run_id:
             self.node_events.append((task, event))
         return event
