@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from orchestrator.auth.identity import Identity
@@ -57,6 +58,12 @@ class TaskFilter:
     status: TaskStatus | None = None
     type: str | None = None
     label: tuple[str, str] | None = None
+
+
+def _available_at(task: Task, now: datetime) -> datetime:
+    """When a task queued `now` may first be claimed: its not_before holds
+    however it is queued (created started, StartTask, ExecuteTask)."""
+    return max(now, task.not_before) if task.not_before is not None else now
 
 
 class TaskEngine:
@@ -221,7 +228,7 @@ class TaskEngine:
                 {
                     "status": TaskStatus.QUEUED,
                     "queued_at": tx.now,
-                    "available_at": tx.now,
+                    "available_at": _available_at(task, tx.now),
                     "updated_at": tx.now,
                 },
                 statuses={TaskStatus.PENDING},
@@ -260,7 +267,7 @@ class TaskEngine:
                     "output": None,
                     "error": "",
                     "queued_at": tx.now,
-                    "available_at": tx.now,
+                    "available_at": _available_at(task, tx.now),
                     "started_at": None,
                     "finished_at": None,
                     "updated_at": tx.now,
