@@ -313,3 +313,61 @@ class WorkflowEvent:
     output: JsonObject | None = None
     message: str = ""
     progress: int = 0
+
+
+# -- schedules ---------------------------------------------------------------
+
+
+class Overlap(StrEnum):
+    """What a fire does while the previous fire's task or run is unfinished."""
+
+    SKIP = "SKIP"
+    BUFFER_ONE = "BUFFER_ONE"
+    ALLOW_ALL = "ALLOW_ALL"
+    CANCEL_OTHER = "CANCEL_OTHER"
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """What a schedule starts and when, as CreateSchedule and UpdateSchedule
+    give it: a task template (`task`) or a workflow with its input."""
+
+    name: str
+    cron: str
+    interval_seconds: int
+    time_zone: str
+    task: NewTask | None
+    workflow_id: str | None
+    input: JsonObject
+    overlap: Overlap = Overlap.SKIP
+    jitter_seconds: int = 0
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    catchup_window_seconds: int = 0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    id: str
+    owner_id: str
+    spec: ScheduleSpec
+    paused: bool
+    note: str
+    created_at: datetime
+    updated_at: datetime
+    # The next scheduled time not fired yet; None while paused or past the end.
+    next_fire_at: datetime | None = None
+    # A time held back by BUFFER_ONE until the previous fire ends.
+    buffered_at: datetime | None = None
+    last_fired_at: datetime | None = None
+    last_task_id: str | None = None
+    last_run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleFire:
+    """One fire: the time it was for, and the task or run it started."""
+
+    scheduled_at: datetime
+    task_id: str | None = None
+    run_id: str | None = None

@@ -28,6 +28,8 @@ from orchestrator.proto import (
     auth_pb2_grpc,
     health_pb2,
     health_pb2_grpc,
+    schedules_pb2,
+    schedules_pb2_grpc,
     tasks_pb2,
     tasks_pb2_grpc,
     workers_pb2,
@@ -38,6 +40,7 @@ from orchestrator.proto import (
 from orchestrator.services.auth import AuthService
 from orchestrator.services.errors import ErrorInterceptor
 from orchestrator.services.health import HealthService, StandardHealth
+from orchestrator.services.schedules import ScheduleService
 from orchestrator.services.shutdown import Shutdown
 from orchestrator.services.streams import Streams
 from orchestrator.services.tasks import TaskService
@@ -55,6 +58,7 @@ SERVICE_NAMES = tuple(
         (tasks_pb2, "TaskService"),
         (workflows_pb2, "WorkflowService"),
         (workers_pb2, "WorkerService"),
+        (schedules_pb2, "ScheduleService"),
     )
 )
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -156,6 +160,9 @@ class Server:
         )
         workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(
             WorkflowService(engine.workflows, streams), server
+        )
+        schedules_pb2_grpc.add_ScheduleServiceServicer_to_server(
+            ScheduleService(engine.schedules, settings.default_max_attempts), server
         )
         workers_pb2_grpc.add_WorkerServiceServicer_to_server(
             WorkerService(engine.dispatcher, settings.heartbeat_seconds, settings.lease_seconds),

@@ -17,6 +17,8 @@ from orchestrator.engine.journal import Journal
 from orchestrator.engine.retention import Retention
 from orchestrator.engine.retry import Backoff
 from orchestrator.engine.runs import RunDriver
+from orchestrator.engine.schedule_fires import Fires
+from orchestrator.engine.schedules import ScheduleEngine
 from orchestrator.engine.tasks import TaskEngine
 from orchestrator.engine.workflows import WorkflowEngine
 from orchestrator.model import TaskEvent, WorkflowEvent
@@ -68,6 +70,12 @@ class Engine:
             driver,
             max_payload_bytes=settings.max_payload_bytes,
         )
+        self._fires = Fires(
+            journal, self.tasks, driver, on_cancelled=self.dispatcher.cancel_assignment
+        )
+        self.schedules = ScheduleEngine(
+            database, journal, self._fires, max_payload_bytes=settings.max_payload_bytes
+        )
         # Leases are checked several times per lease so a lost one is noticed
         # well before a second lease would have run out.
         self._reap_every = min(1.0, settings.lease_seconds / 4)
@@ -84,6 +92,7 @@ class Engine:
             ),
             asyncio.create_task(self.dispatcher.run_rechecks(), name="held-task-checks"),
             asyncio.create_task(self._credentials.run(), name="credential-checks"),
+            asyncio.create_task(self._fires.run(), name="schedule-fires"),
         ]
         if self._retention is not None:
             self._loops.append(asyncio.create_task(self._retention.run(), name="retention"))
