@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from orchestrator.engine.expressions import Expression, ExpressionError, compile_expression
 from orchestrator.engine.validation import (
     MAX_ATTEMPTS,
+    MAX_CONCURRENCY_LIMIT,
+    MAX_RATE_LIMIT,
     MAX_TIMEOUT_SECONDS,
+    PERIODS,
     payload_problem,
     type_problem,
 )
@@ -38,6 +41,9 @@ class Plan:
     children: dict[str, list[str]] = field(default_factory=dict)
     inputs: dict[str, Expression] = field(default_factory=dict)
     conditions: dict[int, Expression] = field(default_factory=dict)
+    # The expressions that name a node's concurrency key and rate bucket.
+    concurrency_keys: dict[str, Expression] = field(default_factory=dict)
+    rate_buckets: dict[str, Expression] = field(default_factory=dict)
 
     @property
     def roots(self) -> list[str]:
@@ -99,7 +105,33 @@ def _check_nodes(
             problems.add(f"{where}.max_attempts", f"must be in [0, {MAX_ATTEMPTS}]")
         if not 0 <= node.timeout_seconds <= MAX_TIMEOUT_SECONDS:
             problems.add(f"{where}.timeout_seconds", f"must be in [0, {MAX_TIMEOUT_SECONDS}]")
+        _check_limits(node, where, problems)
     return nodes
+
+
+def _check_limits(node: NodeSpec, where: str, problems: _Problems) -> None:
+    """A key expression needs its limit, a bucket expression its limit and
+    period, and a limit its expression."""
+    if node.concurrency_key_expression:
+        if not 1 <= node.concurrency_limit <= MAX_CONCURRENCY_LIMIT:
+            problems.add(
+                f"{where}.concurrency_limit",
+                f"must be in [1, {MAX_CONCURRENCY_LIMIT}] with a concurrency_key_expression",
+            )
+    elif node.concurrency_limit:
+        problems.add(f"{where}.concurrency_key_expression", "is needed with a concurrency_limit")
+    if node.rate_limit_bucket_expression:
+        if not 1 <= node.rate_limit <= MAX_RATE_LIMIT:
+            problems.add(
+                f"{where}.rate_limit",
+                f"must be in [1, {MAX_RATE_LIMIT}] with a rate_limit_bucket_expression",
+            )
+        if node.rate_limit_period_seconds not in PERIODS:
+            problems.add(f"{where}.rate_limit_period", "name one: second, minute or hour")
+    elif node.rate_limit or node.rate_limit_period_seconds:
+        problems.add(
+            f"{where}.rate_limit_bucket_expression", "is needed with a rate_limit and its period"
+        )
 
 
 def _check_edges(
@@ -183,14 +215,22 @@ def _compile_expressions(
     result: Plan, ancestors: dict[str, set[str]] | None, problems: _Problems
 ) -> None:
     for index, node in enumerate(result.definition.nodes):
-        if not node.input_expression or result.nodes.get(node.id) is not node:
+        if result.nodes.get(node.id) is not node:
             continue
-        where = f"definition.nodes[{index}].input_expression"
-        compiled = _compile(node.input_expression, where, problems)
-        if compiled and _reads_upstream_only(compiled, ancestors, node.id, where, problems):
-            if problem := _constant_problem(compiled, dict, "a map"):
-                problems.add(where, problem)
-            result.inputs[node.id] = compiled
+        for name, compiled_ones, wanted, kind in (
+            ("input_expression", result.inputs, dict, "a map"),
+            ("concurrency_key_expression", result.concurrency_keys, str, "a string"),
+            ("rate_limit_bucket_expression", result.rate_buckets, str, "a string"),
+        ):
+            source = getattr(node, name)
+            if not source:
+                continue
+            where = f"definition.nodes[{index}].{name}"
+            compiled = _compile(source, where, problems)
+            if compiled and _reads_upstream_only(compiled, ancestors, node.id, where, problems):
+                if problem := _constant_problem(compiled, wanted, kind):
+                    problems.add(where, problem)
+                compiled_ones[node.id] = compiled
     for index, edge in enumerate(result.definition.edges):
         if not edge.condition or index not in result.incoming.get(edge.target, []):
             continue

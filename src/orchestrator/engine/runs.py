@@ -33,16 +33,18 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator.engine.cancellation import cancel_task
-from orchestrator.engine.expressions import ExpressionError, context
+from orchestrator.engine.expressions import Expression, ExpressionError, context
 from orchestrator.engine.graph import Plan, plan
 from orchestrator.engine.journal import Changes
 from orchestrator.engine.run_state import RunState
-from orchestrator.engine.validation import payload_problem
+from orchestrator.engine.validation import MAX_KEY, payload_problem
 from orchestrator.model import (
+    Concurrency,
     NewTask,
     NodeRun,
     NodeStatus,
     Origin,
+    RateLimit,
     RunStatus,
     Task,
     TaskEvent,
@@ -231,6 +233,7 @@ class RunDriver:
         try:
             allowed = not edges or any(self._allows(state, i, scope) for i in edges)
             node_input = self._input(state, node_id, scope) if allowed else {}
+            limits = _limits(state.plan, node_id, scope) if allowed else _NO_LIMITS
         except ExpressionError as exc:
             await self._fail_node(changes, state, node_id, str(exc))
             return
@@ -245,7 +248,7 @@ class RunDriver:
         if problem := payload_problem(node_input, self._max_payload):
             await self._fail_node(changes, state, node_id, f"input {problem}")
             return
-        await self._queue(changes, state, node_id, node_input)
+        await self._queue(changes, state, node_id, node_input, limits)
 
     def _allows(self, state: RunState, edge_index: int, scope: dict[str, Any]) -> bool:
         edge = state.plan.edge(edge_index)
@@ -270,7 +273,12 @@ class RunDriver:
         return {**literal, **computed}
 
     async def _queue(
-        self, changes: Changes, state: RunState, node_id: str, node_input: dict[str, Any]
+        self,
+        changes: Changes,
+        state: RunState,
+        node_id: str,
+        node_input: dict[str, Any],
+        limits: tuple[Concurrency | None, RateLimit | None],
     ) -> None:
         spec = state.plan.nodes[node_id]
         new = NewTask(
@@ -281,6 +289,11 @@ class RunDriver:
             description=spec.description,
             max_attempts=spec.max_attempts or self._default_max_attempts,
             timeout_seconds=spec.timeout_seconds,
+            # The run's start time holds for its first nodes; later ones
+            # follow nodes that could only start after it.
+            not_before=state.run.not_before,
+            concurrency=limits[0],
+            rate_limit=limits[1],
         )
         (task,) = await task_store.insert_many(
             changes.conn,
@@ -324,3 +337,30 @@ class RunDriver:
             else WorkflowEventType.RUN_CANCELLED,
             message=reason,
         )
+
+
+_NO_LIMITS: tuple[Concurrency | None, RateLimit | None] = (None, None)
+
+
+def _limits(
+    plan: Plan, node_id: str, scope: dict[str, Any]
+) -> tuple[Concurrency | None, RateLimit | None]:
+    """The node's concurrency key and rate bucket, computed for this run."""
+    spec = plan.nodes[node_id]
+    concurrency = rate = None
+    if (key := plan.concurrency_keys.get(node_id)) is not None:
+        concurrency = Concurrency(
+            _name(key, scope), spec.concurrency_limit, spec.concurrency_strategy
+        )
+    if (bucket := plan.rate_buckets.get(node_id)) is not None:
+        rate = RateLimit(_name(bucket, scope), spec.rate_limit, spec.rate_limit_period_seconds)
+    return concurrency, rate
+
+
+def _name(expression: Expression, scope: dict[str, Any]) -> str:
+    value = expression.evaluate(scope)
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_KEY:
+        raise ExpressionError(
+            f"{expression.source!r}: yielded {value!r}, not a string of 1 to {MAX_KEY} characters"
+        )
+    return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 from orchestrator.auth.identity import Identity
@@ -117,15 +118,24 @@ class WorkflowEngine:
                 )
 
     async def start(
-        self, caller: Identity, workflow_id: str, version: int, run_input: dict[str, Any]
+        self,
+        caller: Identity,
+        workflow_id: str,
+        version: int,
+        run_input: dict[str, Any],
+        *,
+        not_before: datetime | None = None,
     ) -> WorkflowRun:
+        """A new run; its first nodes start no earlier than `not_before`."""
         workflow = await self.get(caller, workflow_id, version)
         if problem := payload_problem(run_input, self._max_payload):
             raise InvalidArgument.field("input", problem)
         run_id = str(uuid.uuid4())
 
         async def start(changes: Changes) -> WorkflowRun:
-            return await self._driver.start(changes, run_id, workflow, workflow.owner_id, run_input)
+            return await self._driver.start(
+                changes, run_id, workflow, workflow.owner_id, run_input, not_before=not_before
+            )
 
         return await self._journal.transact(start)
 

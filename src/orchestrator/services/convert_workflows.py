@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from orchestrator.model import (
+    ConcurrencyStrategy,
     Definition,
     EdgeSpec,
     NodeRun,
@@ -12,8 +15,21 @@ from orchestrator.model import (
     WorkflowEvent,
     WorkflowRun,
 )
-from orchestrator.proto import workflows_pb2
-from orchestrator.services.convert import domain_enum, from_struct, struct, timestamp, wire_enum
+from orchestrator.proto import tasks_pb2, workflows_pb2
+from orchestrator.services.convert import (
+    domain_enum,
+    from_struct,
+    from_timestamp,
+    struct,
+    timestamp,
+    wire_enum,
+)
+from orchestrator.services.convert_tasks import PERIOD_SECONDS, PERIOD_WIRE, start_time
+
+
+def run_start_time(request: workflows_pb2.ExecuteWorkflowRequest, now: datetime) -> datetime | None:
+    delay = request.delay.ToTimedelta() if request.HasField("delay") else None
+    return start_time(from_timestamp(request, "not_before"), delay, now)
 
 
 def definition_domain(message: workflows_pb2.WorkflowDefinition) -> Definition:
@@ -27,6 +43,15 @@ def definition_domain(message: workflows_pb2.WorkflowDefinition) -> Definition:
                 max_attempts=n.max_attempts,
                 timeout_seconds=n.timeout_seconds,
                 description=n.description,
+                concurrency_key_expression=n.concurrency_key_expression,
+                concurrency_limit=n.concurrency_limit,
+                concurrency_strategy=domain_enum(
+                    tasks_pb2.ConcurrencyStrategy, n.concurrency_strategy, ConcurrencyStrategy
+                )
+                or ConcurrencyStrategy.QUEUE,
+                rate_limit_bucket_expression=n.rate_limit_bucket_expression,
+                rate_limit=n.rate_limit,
+                rate_limit_period_seconds=PERIOD_SECONDS.get(n.rate_limit_period, 0),
             )
             for n in message.nodes
         ),
@@ -45,6 +70,18 @@ def definition_message(definition: Definition) -> workflows_pb2.WorkflowDefiniti
                 max_attempts=n.max_attempts,
                 timeout_seconds=n.timeout_seconds,
                 description=n.description,
+                concurrency_key_expression=n.concurrency_key_expression,
+                concurrency_limit=n.concurrency_limit,
+                # Shown only with a key: QUEUE is also what an unset one means.
+                concurrency_strategy=wire_enum(
+                    tasks_pb2.ConcurrencyStrategy,
+                    n.concurrency_strategy if n.concurrency_key_expression else None,
+                ),
+                rate_limit_bucket_expression=n.rate_limit_bucket_expression,
+                rate_limit=n.rate_limit,
+                rate_limit_period=PERIOD_WIRE.get(
+                    n.rate_limit_period_seconds, tasks_pb2.RATE_LIMIT_PERIOD_UNSPECIFIED
+                ),
             )
             for n in definition.nodes
         ],
@@ -97,6 +134,9 @@ def run_message(run: WorkflowRun) -> workflows_pb2.WorkflowRun:
         created_at=timestamp(run.created_at),
         finished_at=timestamp(run.finished_at),
         last_sequence=run.last_sequence,
+        not_before=timestamp(run.not_before),
+        schedule_id=run.origin.schedule_id if run.origin else "",
+        scheduled_at=timestamp(run.origin.scheduled_at if run.origin else None),
     )
 
 

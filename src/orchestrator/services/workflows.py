@@ -15,10 +15,12 @@ from orchestrator.services.convert_workflows import (
     definition_domain,
     event_message,
     run_message,
+    run_start_time,
     run_status_domain,
     workflow_message,
 )
 from orchestrator.services.streams import Streams
+from orchestrator.store.types import utcnow
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -83,7 +85,11 @@ class WorkflowService(workflows_pb2_grpc.WorkflowServiceServicer):
     ) -> AsyncIterator[workflows_pb2.WorkflowEvent]:
         caller = identity.current()
         run = await self._engine.start(
-            caller, request.workflow_id, request.version, from_struct(request.input)
+            caller,
+            request.workflow_id,
+            request.version,
+            from_struct(request.input),
+            not_before=run_start_time(request, utcnow()),
         )
         events = self._engine.follow(caller, run.id, 0)
         async for event in self._streams.guard(caller, events):

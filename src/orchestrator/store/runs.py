@@ -14,6 +14,7 @@ from orchestrator.errors import NotFound
 from orchestrator.model import (
     NodeRun,
     NodeStatus,
+    Origin,
     RunStatus,
     WorkflowEvent,
     WorkflowEventType,
@@ -48,6 +49,8 @@ def _run(row: Any, nodes: Sequence[NodeRun] = ()) -> WorkflowRun:
         finished_at=row.finished_at,
         last_sequence=row.last_sequence,
         nodes=tuple(nodes),
+        not_before=row.not_before,
+        origin=Origin(row.schedule_id, row.scheduled_at) if row.schedule_id is not None else None,
     )
 
 
@@ -73,6 +76,9 @@ async def _insert_run(conn: AsyncConnection, run: WorkflowRun) -> None:
             created_at=run.created_at,
             finished_at=None,
             last_sequence=run.last_sequence,
+            not_before=run.not_before,
+            schedule_id=run.origin.schedule_id if run.origin else None,
+            scheduled_at=run.origin.scheduled_at if run.origin else None,
         )
     )
     await conn.execute(

@@ -10,7 +10,14 @@ from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from orchestrator.model import Definition, EdgeSpec, NodeSpec, RunStatus, Workflow
+from orchestrator.model import (
+    ConcurrencyStrategy,
+    Definition,
+    EdgeSpec,
+    NodeSpec,
+    RunStatus,
+    Workflow,
+)
 from orchestrator.store.schema import workflow_runs, workflow_versions, workflows
 from orchestrator.store.types import newer_first_after
 
@@ -26,6 +33,7 @@ def definition_json(definition: Definition) -> dict[str, Any]:
                 "max_attempts": n.max_attempts,
                 "timeout_seconds": n.timeout_seconds,
                 "description": n.description,
+                **_limits_json(n),
             }
             for n in definition.nodes
         ],
@@ -36,9 +44,35 @@ def definition_json(definition: Definition) -> dict[str, Any]:
     }
 
 
+def _limits_json(node: NodeSpec) -> dict[str, Any]:
+    """A node's concurrency and rate limit, only when it has them: the
+    definitions stored before them read the same."""
+    found: dict[str, Any] = {}
+    if node.concurrency_key_expression:
+        found |= {
+            "concurrency_key_expression": node.concurrency_key_expression,
+            "concurrency_limit": node.concurrency_limit,
+            "concurrency_strategy": node.concurrency_strategy.value,
+        }
+    if node.rate_limit_bucket_expression:
+        found |= {
+            "rate_limit_bucket_expression": node.rate_limit_bucket_expression,
+            "rate_limit": node.rate_limit,
+            "rate_limit_period_seconds": node.rate_limit_period_seconds,
+        }
+    return found
+
+
+def _node(data: dict[str, Any]) -> NodeSpec:
+    strategy = data.get("concurrency_strategy")
+    if strategy is None:
+        return NodeSpec(**data)
+    return NodeSpec(**{**data, "concurrency_strategy": ConcurrencyStrategy(strategy)})
+
+
 def definition_from_json(data: dict[str, Any]) -> Definition:
     return Definition(
-        nodes=tuple(NodeSpec(**node) for node in data["nodes"]),
+        nodes=tuple(_node(node) for node in data["nodes"]),
         edges=tuple(EdgeSpec(**edge) for edge in data["edges"]),
     )
 
