@@ -15,8 +15,9 @@ plain Python values, plus a small blocking facade for scripts.
                 print(event.sequence, event.type, event.node_id)
 
 Namespaces: `client.tasks`, `client.workflows`, `client.runs` (workflow
-runs), `client.users` (admins), `client.tokens` (API tokens); on the client
-itself: `login`, `refresh`, `logout`, `whoami`, `health`, `workers`.
+runs), `client.schedules`, `client.users` (admins), `client.tokens` (API
+tokens); on the client itself: `login`, `refresh`, `logout`, `whoami`,
+`health`, `workers`.
 
 Errors are the server's own classes from `orchestrator.errors`
 (`NotFound`, `InvalidArgument` with `.violations`, `Unauthenticated`,
@@ -32,10 +33,12 @@ from orchestrator.client._sync import SyncClient
 from orchestrator.client._values import (
     ApiToken,
     ConnectedWorker,
+    Fire,
     Health,
     NewApiToken,
     NodeRun,
     Page,
+    Schedule,
     Task,
     TaskEvent,
     TaskSpec,
@@ -51,6 +54,7 @@ from orchestrator.model import (
     EdgeSpec,
     NodeSpec,
     NodeStatus,
+    Overlap,
     RunStatus,
     TaskEventType,
     TaskStatus,
@@ -63,15 +67,18 @@ __all__ = [
     "ConnectedWorker",
     "Definition",
     "EdgeSpec",
+    "Fire",
     "Health",
     "NewApiToken",
     "NodeRun",
     "NodeSpec",
     "NodeStatus",
+    "Overlap",
     "Page",
     "RetryPolicy",
     "RunStatus",
     "RunStream",
+    "Schedule",
     "Session",
     "SessionFile",
     "SyncClient",

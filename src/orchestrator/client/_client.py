@@ -10,6 +10,7 @@ from orchestrator.client._accounts import Tokens, Users
 from orchestrator.client._credentials import Credentials
 from orchestrator.client._retry import STREAMS, RetryPolicy
 from orchestrator.client._runs import Runs
+from orchestrator.client._schedules import Schedules
 from orchestrator.client._session import Session, SessionFile
 from orchestrator.client._tasks import Tasks
 from orchestrator.client._transport import DEFAULT_TIMEOUT_SECONDS, Transport
@@ -69,6 +70,7 @@ class Client:
         self.tasks = Tasks(self._transport)
         self.runs = Runs(self._transport)
         self.workflows = Workflows(self._transport, self.runs)
+        self.schedules = Schedules(self._transport, self.workflows)
         self.users = Users(self._transport)
         self.tokens = Tokens(self._transport)
 

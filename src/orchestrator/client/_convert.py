@@ -56,6 +56,14 @@ def _time(message: Message, field: str) -> datetime | None:
     return stamp.ToDatetime(tzinfo=UTC)
 
 
+def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    """A Timestamp; a naive datetime is local time, as `datetime.timestamp()`
+    reads it."""
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value.astimezone(UTC))
+    return stamp
+
+
 def _struct(message: Message, field: str) -> dict[str, Any] | None:
     if not message.HasField(field):
         return None

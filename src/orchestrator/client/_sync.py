@@ -11,7 +11,16 @@ from typing import Any, TypeVar
 from orchestrator.client._client import Client
 from orchestrator.client._session import Session, SessionFile
 from orchestrator.client._streams import RunStream, TaskStream
-from orchestrator.client._values import Page, Task, TaskEvent, WhoAmI, WorkflowEvent, WorkflowRun
+from orchestrator.client._values import (
+    Fire,
+    Page,
+    Schedule,
+    Task,
+    TaskEvent,
+    WhoAmI,
+    WorkflowEvent,
+    WorkflowRun,
+)
 
 T = TypeVar("T")
 
@@ -100,6 +109,25 @@ class SyncClient:
 
     def watch_run(self, run_id: str, after_sequence: int = 0) -> Iterator[WorkflowEvent]:
         return self._iterate(self.aio.runs.watch(run_id, after_sequence))
+
+    def create_schedule(self, name: str, **spec: Any) -> Schedule:
+        """Takes what `client.schedules.create` takes."""
+        return self.run(self.aio.schedules.create(name, **spec))
+
+    def get_schedule(self, schedule_id: str) -> Schedule:
+        return self.run(self.aio.schedules.get(schedule_id))
+
+    def pause_schedule(self, schedule_id: str, note: str = "") -> Schedule:
+        return self.run(self.aio.schedules.pause(schedule_id, note))
+
+    def resume_schedule(self, schedule_id: str, note: str = "") -> Schedule:
+        return self.run(self.aio.schedules.resume(schedule_id, note))
+
+    def trigger_schedule(self, schedule_id: str) -> Fire:
+        return self.run(self.aio.schedules.trigger(schedule_id))
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self.run(self.aio.schedules.delete(schedule_id))
 
     def _iterate(self, stream: TaskStream | RunStream) -> Iterator[Any]:
         try:

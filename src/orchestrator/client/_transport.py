@@ -23,6 +23,7 @@ from orchestrator.proto import (
     auth_pb2,
     auth_pb2_grpc,
     health_pb2_grpc,
+    schedules_pb2_grpc,
     tasks_pb2_grpc,
     workers_pb2_grpc,
     workflows_pb2_grpc,
@@ -47,6 +48,7 @@ class Stubs:
         self.auth = auth_pb2_grpc.AuthServiceStub(channel)
         self.tasks = tasks_pb2_grpc.TaskServiceStub(channel)
         self.workflows = workflows_pb2_grpc.WorkflowServiceStub(channel)
+        self.schedules = schedules_pb2_grpc.ScheduleServiceStub(channel)
         self.workers = workers_pb2_grpc.WorkerServiceStub(channel)
         self.health = health_pb2_grpc.HealthServiceStub(channel)
 

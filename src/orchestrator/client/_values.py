@@ -17,6 +17,7 @@ from orchestrator.model import (
     TERMINAL,
     Definition,
     NodeStatus,
+    Overlap,
     RunStatus,
     TaskEventType,
     TaskStatus,
@@ -184,6 +185,50 @@ class WorkflowEvent:
     @property
     def ends_run(self) -> bool:
         return self.type in RUN_ENDING_EVENTS
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A task or workflow run started on an interval or cron expression.
+    Exactly one of `cron` and `interval_seconds` is set, and one of `task`
+    (the template of each fire's task) and `workflow_id` (with `input`)."""
+
+    id: str
+    name: str
+    cron: str
+    interval_seconds: int
+    time_zone: str
+    paused: bool
+    # The next few times it will fire; none while paused.
+    next_fire_times: tuple[datetime, ...]
+    task: TaskSpec | None
+    workflow_id: str
+    input: JsonObject
+    overlap: Overlap
+    jitter_seconds: int
+    start_at: datetime | None
+    end_at: datetime | None
+    # 0: after downtime only the latest missed time fires.
+    catchup_window_seconds: int
+    # Why it was paused or resumed, as last given.
+    note: str
+    owner_id: str
+    created_at: datetime | None
+    updated_at: datetime | None
+    # The scheduled time of the last fire, and what it started.
+    last_fired_at: datetime | None
+    last_task_id: str
+    last_run_id: str
+
+
+@dataclass(frozen=True)
+class Fire:
+    """One fire of a schedule: the time it was for and the task or workflow
+    run it started."""
+
+    scheduled_at: datetime | None
+    task_id: str
+    run_id: str
 
 
 @dataclass(frozen=True)
