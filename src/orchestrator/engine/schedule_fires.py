@@ -144,6 +144,11 @@ class Fires:
         except WorkflowGone:
             await pause_for_gone_workflow(changes, schedule)
             return
+        if previous.fired_at != schedule.last_fired_at:
+            log.debug(
+                "schedule fired",
+                extra={"schedule_id": schedule.id, "scheduled_at": previous.fired_at},
+            )
         await schedule_store.set_state(
             conn,
             schedule.id,
