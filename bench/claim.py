@@ -122,7 +122,7 @@ async def claim(conn: AsyncConnection, types: Sequence[str], slots: int) -> int:
         now=now,
         lease_expires_at=now,
     )
-    return len(claimed)
+    return len(claimed.started)
 
 
 async def timed(db: Database, types: Sequence[str], args: Args) -> dict[str, Any]:

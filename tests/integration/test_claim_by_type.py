@@ -69,14 +69,16 @@ async def claim(
     owner_id: str | None = None,
     worker: str = "w1",
 ) -> list[Task]:
-    return await task_store.claim(
-        conn,
-        slots=[(worker, slots)],
-        types=types,
-        owner_id=owner_id,
-        now=NOW,
-        lease_expires_at=NOW + timedelta(minutes=1),
-    )
+    return (
+        await task_store.claim(
+            conn,
+            slots=[(worker, slots)],
+            types=types,
+            owner_id=owner_id,
+            now=NOW,
+            lease_expires_at=NOW + timedelta(minutes=1),
+        )
+    ).started
 
 
 @pytest.fixture
@@ -140,14 +142,16 @@ async def test_claim_leaves_tasks_in_backoff_and_of_other_owners(
 async def test_claimed_tasks_are_running_once_each(database: Database, owner: str) -> None:
     queued = await queue(database, owner, "a", 3) + await queue(database, owner, "b", 3)
     async with database.write() as conn:
-        claimed = await task_store.claim(
-            conn,
-            slots=[("w1", 2), ("w2", 10)],
-            types=["a", "b", "a", "b"],  # a type twice is still one queue
-            owner_id=None,
-            now=NOW,
-            lease_expires_at=NOW + timedelta(minutes=1),
-        )
+        claimed = (
+            await task_store.claim(
+                conn,
+                slots=[("w1", 2), ("w2", 10)],
+                types=["a", "b", "a", "b"],  # a type twice is still one queue
+                owner_id=None,
+                now=NOW,
+                lease_expires_at=NOW + timedelta(minutes=1),
+            )
+        ).started
     assert [t.id for t in claimed] == in_dispatch_order(queued)
     assert [t.worker_id for t in claimed] == ["w1", "w2", "w1", "w2", "w2", "w2"]
     async with database.read() as conn:

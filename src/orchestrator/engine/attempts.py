@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from orchestrator.engine.cancellation import cancel_task
 from orchestrator.engine.journal import Changes, Journal
 from orchestrator.engine.reports import (
     Complete,
@@ -91,7 +92,7 @@ class Attempts:
             return []
         if not await credential_store.hold(tx.conn, refill.credential, tx.now):
             return []
-        claimed = await task_store.claim(
+        claim = await task_store.claim(
             tx.conn,
             slots=slots,
             types=refill.types,
@@ -99,9 +100,18 @@ class Attempts:
             now=tx.now,
             lease_expires_at=self._lease(tx.now),
         )
-        for task in claimed:
+        if claim.started and claim.started[0].started_at:
+            # A claim on a key may start later than the transaction began
+            # (store/limits.py): its events say when.
+            tx.now = max(tx.now, claim.started[0].started_at)
+        for task in claim.started:
             tx.record(task, TaskEventType.STARTED)
-        return claimed
+        for task, reason in claim.cancel:
+            # A running one's worker is told after the commit.
+            await cancel_task(tx, task.id, reason, self._on_cancelled)
+        if claim.wake_at is not None:
+            tx.after_commit.append(functools.partial(self._on_retry_at, claim.wake_at))
+        return claim.started
 
     async def apply(self, tx: Changes, worker_id: str, report: Report) -> None:
         """One worker report, in the caller's transaction. A report about an
@@ -299,4 +309,7 @@ class Attempts:
         )
         if task is None:
             raise FailedPrecondition(STALE.format(fencing=fencing, task_id=task_id))
+        if task.concurrency is not None and task.status is not TaskStatus.RUNNING:
+            # Its key has room again: workers that found it full claim anew.
+            tx.after_commit.append(functools.partial(self._on_retry_at, tx.now))
         return task

@@ -423,6 +423,8 @@ class Dispatcher:
     def cancel_assignment(self, task: Task, reason: str) -> None:
         """Tell the worker holding `task` to stop it (if it is connected here);
         its slot is free from now on."""
+        if task.concurrency is not None:
+            self.wake()  # its key has room again
         session = self._sessions.get(task.worker_id or "")
         if session is None or not session.holds(task.id, task.fencing_token):
             return

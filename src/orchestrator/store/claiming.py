@@ -1,7 +1,12 @@
 """The SQL of a claim (store/tasks.py `claim`): which queued tasks it
-reads, in dispatch order, per dialect, and how it starts them. Both
+reads, in dispatch order, per dialect, and how it starts them. The
 statements are built once: building them per claim cost more than running
 them.
+
+A claim whose first rows carry no concurrency key or rate bucket takes them
+as they are (`chosen`). Otherwise store/limits.py decides, and reads on past
+keys and buckets that cannot start now (`further`), so a full key's backlog
+does not hide the tasks behind it.
 """
 
 from __future__ import annotations
@@ -12,13 +17,17 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     FromClause,
+    Integer,
     Select,
     String,
     any_,
     bindparam,
     func,
+    literal,
+    or_,
     select,
     true,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql
@@ -116,6 +125,82 @@ def _chosen_and_locked(*, by_owner: bool) -> Select[Any]:
         .limit(bindparam("claim_wanted"))
         .with_for_update(skip_locked=True)
     )
+
+
+@functools.cache
+def further(dialect: str, *, by_owner: bool) -> Select[Any]:
+    """Claimable tasks after the `after_*` cursor in dispatch order, leaving
+    out those of the keys and buckets (owner id, SEPARATOR, name) in `skip_keys`
+    and `skip_buckets`: at most `claim_candidates`, unlocked (store/limits.py
+    locks what it takes)."""
+    if dialect != "postgresql":
+        return (
+            select(tasks)
+            .where(
+                tasks.c.type.in_(bindparam("claim_types", expanding=True)),
+                *_claimable(tasks, by_owner=by_owner),
+                *_past(tasks),
+            )
+            .order_by(*_in_order(tasks))
+            .limit(bindparam("claim_candidates"))
+        )
+    listed = bindparam("claim_types", type_=postgresql.ARRAY(String))
+    key = func.unnest(listed).table_valued("type").render_derived()
+    queued = tasks.alias("queued")
+    heads = (
+        select(queued)
+        .where(
+            queued.c.type == key.c.type,
+            *_claimable(queued, by_owner=by_owner),
+            *_past(queued),
+        )
+        .order_by(*_in_order(queued))
+        .limit(bindparam("claim_candidates"))
+        .lateral("heads")
+    )
+    return (
+        select(heads)
+        .select_from(key.join(heads, true()))
+        .order_by(*_in_order(heads))
+        .limit(bindparam("claim_candidates"))
+    )
+
+
+# PostgreSQL: the tasks store/limits.py chose, locked, skipping those another
+# replica holds; locking re-checks that each is still queued.
+LOCK_CHOSEN = (
+    select(tasks)
+    .where(
+        tasks.c.id == any_(bindparam("chosen_ids", type_=postgresql.ARRAY(String))),
+        tasks.c.status == TaskStatus.QUEUED,
+    )
+    .with_for_update(skip_locked=True)
+)
+
+# Between an owner's id and a key or bucket name in `skip_keys` and
+# `skip_buckets`: a unit separator, which neither contains.
+SEPARATOR = "\x1f"
+
+
+def _past(rows: FromClause) -> list[ColumnElement[bool]]:
+    cursor = tuple_(
+        bindparam("after_rank", type_=Integer),
+        bindparam("after_queued", type_=tasks.c.queued_at.type),
+        bindparam("after_id", type_=String),
+    )
+    skipped_key = rows.c.owner_id + literal(SEPARATOR) + rows.c.concurrency_key
+    skipped_bucket = rows.c.owner_id + literal(SEPARATOR) + rows.c.rate_bucket
+    return [
+        tuple_(*_in_order(rows)) > cursor,
+        or_(
+            rows.c.concurrency_key.is_(None),
+            skipped_key.not_in(bindparam("skip_keys", expanding=True)),
+        ),
+        or_(
+            rows.c.rate_bucket.is_(None),
+            skipped_bucket.not_in(bindparam("skip_buckets", expanding=True)),
+        ),
+    ]
 
 
 def _claimable(rows: FromClause, *, by_owner: bool) -> list[ColumnElement[bool]]:

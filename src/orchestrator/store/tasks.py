@@ -30,7 +30,7 @@ from orchestrator.model import (
     Task,
     TaskStatus,
 )
-from orchestrator.store import claiming, failures
+from orchestrator.store import claiming, failures, limits
 from orchestrator.store.schema import tasks
 from orchestrator.store.types import newer_first_after
 
@@ -299,14 +299,16 @@ async def claim(
     owner_id: str | None,
     now: datetime,
     lease_expires_at: datetime,
-) -> list[Task]:
+) -> limits.Claim:
     """Queued tasks of these types, highest priority then oldest first, now
     RUNNING: up to `count` for each `(worker_id, count)`, dealt out in turn.
-    Two statements whatever the number of workers or types: the rows are
-    read (and, on PostgreSQL, locked, skipping those another replica is
-    claiming; SQLite has one writer), and then changed as read."""
+    Two statements whatever the number of workers or types, while the first
+    rows read name no concurrency key or rate bucket: the rows are read
+    (and, on PostgreSQL, locked, skipping those another replica is claiming;
+    SQLite has one writer), and then changed as read. Otherwise
+    store/limits.py picks among them and reads on."""
     wanted = sum(count for _, count in slots)
-    chosen = claiming.chosen(conn.dialect.name, by_owner=owner_id is not None)
+    by_owner = owner_id is not None
     parameters = {
         "claim_types": sorted(set(types)),
         "claim_owner": owner_id,
@@ -314,7 +316,15 @@ async def claim(
         "claim_wanted": wanted,
         "claim_candidates": 2 * wanted,
     }
-    rows = (await conn.execute(chosen, parameters)).all()
+    rows: Sequence[Any] = (
+        await conn.execute(claiming.chosen(conn.dialect.name, by_owner=by_owner), parameters)
+    ).all()
+    choice = None
+    if any(limits.limited(row) for row in rows):
+        choice = await limits.choose(
+            conn, rows, parameters, wanted=wanted, by_owner=by_owner, now=now
+        )
+        rows, now = choice.started, choice.now
     claimed = [
         replace(
             _task(row),
@@ -348,7 +358,10 @@ async def claim(
                 for t in claimed
             ],
         )
-    return claimed
+    if choice is None:
+        return limits.Claim(claimed)
+    cancel = [(_task(row), why) for row, why in choice.cancel_queued + choice.cancel_running]
+    return limits.Claim(claimed, cancel, choice.wake_at)
 
 
 def _dealt(slots: Sequence[tuple[str, int]]) -> Iterator[str]:
