@@ -23,6 +23,7 @@ from orchestrator.engine.accounts import Accounts
 from orchestrator.engine.credentials import CredentialWatch
 from orchestrator.engine.runtime import Engine
 from orchestrator.engine.throttle import LoginThrottle
+from orchestrator.engine.waiting import WaitReasons
 from orchestrator.proto import (
     auth_pb2,
     auth_pb2_grpc,
@@ -156,7 +157,13 @@ class Server:
         self._engine = engine
         streams = Streams(self._shutdown, watch)
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(
-            TaskService(engine.tasks, streams, settings.default_max_attempts), server
+            TaskService(
+                engine.tasks,
+                streams,
+                settings.default_max_attempts,
+                WaitReasons(database, engine.dispatcher),
+            ),
+            server,
         )
         workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(
             WorkflowService(engine.workflows, streams), server

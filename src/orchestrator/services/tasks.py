@@ -9,6 +9,7 @@ from grpc import aio
 
 from orchestrator.auth import identity
 from orchestrator.engine.tasks import TaskEngine, TaskFilter
+from orchestrator.engine.waiting import WaitReasons
 from orchestrator.errors import InvalidArgument
 from orchestrator.model import NewTask
 from orchestrator.proto import tasks_pb2, tasks_pb2_grpc
@@ -48,8 +49,15 @@ def _field(task: tasks_pb2.Task, path: str) -> Any:
 
 
 class TaskService(tasks_pb2_grpc.TaskServiceServicer):
-    def __init__(self, engine: TaskEngine, streams: Streams, default_max_attempts: int) -> None:
+    def __init__(
+        self,
+        engine: TaskEngine,
+        streams: Streams,
+        default_max_attempts: int,
+        waiting: WaitReasons,
+    ) -> None:
         self._engine = engine
+        self._waiting = waiting
         self._streams = streams
         self._default_max_attempts = default_max_attempts
 
@@ -75,7 +83,8 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
         return task_message(await self._engine.start(identity.current(), request.id))
 
     async def GetTask(self, request: tasks_pb2.GetTaskRequest, context: Context) -> tasks_pb2.Task:
-        return task_message(await self._engine.get(identity.current(), request.id))
+        task = await self._engine.get(identity.current(), request.id)
+        return task_message(task, await self._waiting.of(task))
 
     async def ListTasks(
         self, request: tasks_pb2.ListTasksRequest, context: Context
