@@ -384,6 +384,51 @@ async def test_skip_never_runs_two_at_once(
     await schedules.delete(schedule.id)
 
 
+async def test_buffer_one_runs_one_held_back_time_once_the_previous_ends(
+    admin: Client, schedules: Schedules, demo_worker: Any
+) -> None:
+    schedule = await schedules.create(
+        interval_seconds=1,
+        task=template("sleep", {"seconds": 2.2}),
+        overlap=schedules_pb2.OVERLAP_POLICY_BUFFER_ONE,
+    )
+    await wait_until(lambda: _finished(admin, schedule, 3), timeout=30)
+    await schedules.pause(schedule.id)
+    tasks = await fired_tasks(admin, schedule)
+    for earlier, later in itertools.pairwise(tasks):
+        finished = await _end(admin, earlier)
+        # Its time came while the previous one ran; it waited for its end.
+        assert when(later.scheduled_at) < finished <= when(later.created_at), (earlier, later)
+    # The time right after the first was held back, not skipped; the one
+    # after it, which came while that one waited, was skipped.
+    times = [when(t.scheduled_at) for t in tasks]
+    assert times[1] == times[0] + SECOND and times[2] >= times[1] + 2 * SECOND, times
+    for task in tasks:
+        await _end(admin, task)
+    await schedules.delete(schedule.id)
+
+
+async def test_cancel_other_cancels_the_previous_fire_for_the_next(
+    admin: Client, schedules: Schedules, demo_worker: Any
+) -> None:
+    schedule = await schedules.create(
+        interval_seconds=1,
+        task=template("sleep", {"seconds": 30}),
+        overlap=schedules_pb2.OVERLAP_POLICY_CANCEL_OTHER,
+    )
+    await wait_until(lambda: _at_least(admin, schedule, 3), timeout=20)
+    await schedules.pause(schedule.id)
+    tasks = await fired_tasks(admin, schedule)
+    *replaced, last = tasks
+    for task in replaced:
+        assert task.status == tasks_pb2.TASK_STATUS_CANCELLED, task
+        assert schedule.name in task.error
+    assert last.status in (tasks_pb2.TASK_STATUS_QUEUED, tasks_pb2.TASK_STATUS_RUNNING)
+    assert steps([when(t.scheduled_at) for t in tasks]) == [SECOND] * (len(tasks) - 1)
+    await admin.cancel(last.id)
+    await schedules.delete(schedule.id)
+
+
 async def _finished(client: Client, schedule: schedules_pb2.Schedule, count: int) -> bool:
     tasks = await fired_tasks(client, schedule)
     done = [t for t in tasks if t.status == tasks_pb2.TASK_STATUS_SUCCEEDED]
