@@ -64,9 +64,14 @@ class _ConcurrencyStrategyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_C
     cannot starve the others.
     """
     CONCURRENCY_STRATEGY_CANCEL_NEWEST: _ConcurrencyStrategy.ValueType  # 2
-    """The new task is cancelled when it is queued while the key is full."""
+    """The new task is cancelled instead of waiting: when a claim for a free
+    slot of its type reaches it while the key is full (at once if a worker
+    has a free slot; otherwise it stays queued until a slot frees).
+    """
     CONCURRENCY_STRATEGY_CANCEL_OLDEST: _ConcurrencyStrategy.ValueType  # 3
-    """The oldest running task with the key is cancelled to make room."""
+    """The oldest running task with the key (earliest started) is cancelled
+    to make room, and its worker told to stop.
+    """
 
 class ConcurrencyStrategy(_ConcurrencyStrategy, metaclass=_ConcurrencyStrategyEnumTypeWrapper):
     """What a task with a concurrency key does when its key is at its limit."""
@@ -78,9 +83,14 @@ CONCURRENCY_STRATEGY_QUEUE: ConcurrencyStrategy.ValueType  # 1
 cannot starve the others.
 """
 CONCURRENCY_STRATEGY_CANCEL_NEWEST: ConcurrencyStrategy.ValueType  # 2
-"""The new task is cancelled when it is queued while the key is full."""
+"""The new task is cancelled instead of waiting: when a claim for a free
+slot of its type reaches it while the key is full (at once if a worker
+has a free slot; otherwise it stays queued until a slot frees).
+"""
 CONCURRENCY_STRATEGY_CANCEL_OLDEST: ConcurrencyStrategy.ValueType  # 3
-"""The oldest running task with the key is cancelled to make room."""
+"""The oldest running task with the key (earliest started) is cancelled
+to make room, and its worker told to stop.
+"""
 Global___ConcurrencyStrategy: _TypeAlias = ConcurrencyStrategy  # noqa: Y015
 
 class _RateLimitPeriod:
