@@ -214,14 +214,21 @@ async def submit(create_one: CreateOne, count: int, concurrency: int) -> Submiss
     return Submission(ids, submitted_at, replied_at, started, ended)
 
 
-def echo_requests(count: int, key: str = "i") -> list[tasks_pb2.CreateTaskRequest]:
+def echo_requests(
+    count: int, key: str = "i", concurrency: tuple[int, int] | None = None
+) -> list[tasks_pb2.CreateTaskRequest]:
     """CreateTask(type="echo", input={key: k}, start=True) for k in 0..count-1,
-    built before any clock starts so that building them is not measured."""
+    built before any clock starts so that building them is not measured.
+    `concurrency=(keys, limit)`: task k names concurrency key k mod keys."""
     requests = []
     for k in range(count):
         payload = struct_pb2.Struct()
         payload.update({key: k})
-        requests.append(tasks_pb2.CreateTaskRequest(type="echo", input=payload, start=True))
+        request = tasks_pb2.CreateTaskRequest(type="echo", input=payload, start=True)
+        if concurrency is not None:
+            request.concurrency_key = f"key-{k % concurrency[0]}"
+            request.concurrency_limit = concurrency[1]
+        requests.append(request)
     return requests
 
 

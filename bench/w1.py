@@ -3,6 +3,7 @@ slots runs them. Prints one JSON line on stdout; progress goes to stderr.
 
     python -m bench.w1 [--tasks 5000] [--slots 10] [--in-flight 64]
                        [--path sdk|raw] [--database sqlite|postgres]
+                       [--concurrency-keys K --concurrency-limit L]
 
 `--path sdk` (the default) creates each task as a user does, through the
 SDK's `tasks.create` (with the idempotency key it sends by default);
@@ -60,6 +61,9 @@ class Args:
     poll: float
     keep: bool
     profile_server: Path | None
+    # Every task names one of `concurrency_keys` keys (0: none), raw path.
+    concurrency_keys: int = 0
+    concurrency_limit: int = 0
 
 
 def parse_args(argv: Sequence[str] | None) -> Args:
@@ -98,7 +102,18 @@ def parse_args(argv: Sequence[str] | None) -> Args:
         metavar="PATH",
         help="run the server under cProfile and write its profile to PATH (slows it down)",
     )
+    parser.add_argument(
+        "--concurrency-keys",
+        type=int,
+        default=0,
+        help="task k names concurrency key k mod K (default 0: none; implies --path raw)",
+    )
+    parser.add_argument(
+        "--concurrency-limit", type=int, default=5, help="each key's limit (default 5)"
+    )
     ns = parser.parse_args(argv)
+    if ns.concurrency_keys < 0 or ns.concurrency_limit < 1:
+        parser.error("--concurrency-keys must be >= 0, --concurrency-limit >= 1")
     for name in ("tasks", "slots", "in_flight"):
         if getattr(ns, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -108,13 +123,15 @@ def parse_args(argv: Sequence[str] | None) -> Args:
         tasks=ns.tasks,
         slots=ns.slots,
         in_flight=ns.in_flight,
-        path=ns.path,
+        path="raw" if ns.concurrency_keys else ns.path,
         database=ns.database,
         warmup=ns.warmup,
         timeout=ns.timeout,
         poll=ns.poll,
         keep=ns.keep,
         profile_server=ns.profile_server.resolve() if ns.profile_server else None,
+        concurrency_keys=ns.concurrency_keys,
+        concurrency_limit=ns.concurrency_limit,
     )
 
 
@@ -174,7 +191,8 @@ async def measure(stack: Stack, args: Args) -> dict[str, Any]:
 def creator(args: Args, client: Client, user: sdk.Client, count: int, key: str = "i") -> CreateOne:
     if args.path == "sdk":
         return sdk_create(user, key)
-    return client.raw_create(echo_requests(count, key))
+    keyed = (args.concurrency_keys, args.concurrency_limit) if args.concurrency_keys else None
+    return client.raw_create(echo_requests(count, key, keyed))
 
 
 def cost_fields(
@@ -275,6 +293,8 @@ def result(
         "path": args.path,
         "in_flight": args.in_flight,
         "database": args.database,
+        "concurrency_keys": args.concurrency_keys,
+        "concurrency_limit": args.concurrency_limit if args.concurrency_keys else None,
         "e2e_tasks_per_s": round(n / (last_finish - first_submit), 1),
         "submit_tasks_per_s": round(n / (submission.ended - submission.started), 1),
         "submit_to_start_ms": summary_ms(to_start),
