@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -421,3 +422,138 @@ def test_user_create_local_makes_the_first_admin(database_url: str, tmp_path: Pa
     finally:
         server.stop()
         print("--- server log:", server.log, sep="\n")
+
+
+# -- start times and limits ------------------------------------------------------------
+
+
+def test_task_create_at_or_in_waits_and_shows_its_start_time(admin_env: dict[str, str]) -> None:
+    """--in counts from the request, --at is a time; `task get` shows both,
+    with the task's concurrency key and rate bucket."""
+    later = cli(
+        "task",
+        "create",
+        "echo",
+        "--in",
+        "1h30m",
+        "--label",
+        "case=delayed",
+        "-o",
+        "json",
+        env=admin_env,
+    )
+    fixed = cli(
+        "task",
+        "create",
+        "echo",
+        "--at",
+        "2031-01-02T03:04:05Z",
+        "--concurrency-key",
+        "customer-7",
+        "--concurrency-limit",
+        "2",
+        "--rate-limit-bucket",
+        "mail",
+        "--rate-limit",
+        "100/m",
+        "--label",
+        "case=delayed",
+        "-o",
+        "json",
+        env=admin_env,
+    )
+    assert later.code == 0, later.stderr
+    assert fixed.code == 0, fixed.stderr
+    waits = later.json()
+    created = datetime.fromisoformat(waits["created_at"])
+    not_before = datetime.fromisoformat(waits["not_before"])
+    assert timedelta(minutes=89) < not_before - created <= timedelta(minutes=90)
+    task = fixed.json()
+    assert task["not_before"] == "2031-01-02T03:04:05+00:00"
+    assert (task["concurrency_key"], task["concurrency_limit"]) == ("customer-7", 2)
+    assert task["concurrency_strategy"] == "QUEUE"
+    assert (task["rate_limit_bucket"], task["rate_limit"]) == ("mail", 100)
+    assert task["rate_limit_period"] == "minute"
+
+    shown = cli("task", "get", task["id"], env=admin_env)
+    assert shown.code == 0, shown.stderr
+    lines = {line.split("  ")[0]: line for line in shown.stdout.splitlines()}
+    local = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC).astimezone()
+    assert local.strftime("%Y-%m-%d %H:%M:%S") in lines["not before"]
+    assert "customer-7 (limit 2, queue)" in lines["concurrency"]
+    assert "mail (100 per minute)" in lines["rate limit"]
+    for made in (waits, task):
+        assert cli("task", "delete", made["id"], env=admin_env).code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--in", "soon"), "--in 'soon': expected a duration such as 30s"),
+        (("--in", "5x"), "--in '5x'"),
+        (("--at", "tomorrow"), "--at 'tomorrow': expected an ISO 8601 time"),
+        (("--at", "2031-01-02T03:04:05Z", "--in", "5m"), "give --at or --in, not both"),
+        (("--concurrency-key", "k"), "--concurrency-key and --concurrency-limit go together"),
+        (("--rate-limit", "5/s"), "--rate-limit-bucket and --rate-limit go together"),
+        (("--rate-limit-bucket", "b", "--rate-limit", "5/day"), "--rate-limit '5/day'"),
+        (("--rate-limit-bucket", "b", "--rate-limit", "0/s"), "expected N/s, N/m or N/h"),
+    ],
+)
+def test_task_create_with_a_bad_time_or_limit_exits_2(
+    admin_env: dict[str, str], args: tuple[str, ...], words: str
+) -> None:
+    done = cli("task", "create", "echo", "--label", "case=refused", *args, env=admin_env)
+    assert done.code == 2
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert words in done.stderr
+    listed = cli("task", "list", "--label", "case=refused", "-o", "json", env=admin_env)
+    assert listed.json() == []
+
+
+def test_workflow_run_in_waits_and_a_bad_time_exits_2(
+    admin_env: dict[str, str], demo_worker: DemoWorker, tmp_path: Path
+) -> None:
+    path = tmp_path / "later.yaml"
+    path.write_text(
+        "name: later\n"
+        "definition:\n"
+        "  nodes:\n"
+        "    - {id: only, type: echo, concurrency_key_expression: input.who,\n"
+        "       concurrency_limit: 1, rate_limit_bucket_expression: \"'b-' + input.who\",\n"
+        "       rate_limit: 3, rate_limit_period: minute}\n"
+    )
+    assert cli("workflow", "create", "-f", str(path), env=admin_env).code == 0
+    daily = tmp_path / "daily.yaml"
+    daily.write_text(path.read_text().replace("period: minute", "period: day"))
+    refused = cli("workflow", "validate", "-f", str(daily), env=admin_env)
+    assert refused.code == 2
+    assert refused.stderr.splitlines()[1] == (
+        "  definition.nodes[0].rate_limit_period: 'day': name one: second, minute or hour"
+    )
+
+    bad = cli("workflow", "run", "later", "--at", "noon", env=admin_env)
+    assert bad.code == 2
+    assert bad.stderr.startswith("orchestrator: --at 'noon': expected an ISO 8601 time")
+    done = cli(
+        "workflow",
+        "run",
+        "later",
+        "--in",
+        "1s",
+        "-i",
+        '{"who": "ann"}',
+        "-o",
+        "json",
+        env=admin_env,
+    )
+    assert done.code == 0, done.stderr
+    run = done.json()
+    assert run["status"] == "SUCCEEDED"
+    assert datetime.fromisoformat(run["not_before"]) - datetime.fromisoformat(
+        run["created_at"]
+    ) <= timedelta(seconds=1)
+    task = cli("task", "get", run["nodes"][0]["task_id"], "-o", "json", env=admin_env).json()
+    assert task["not_before"] == run["not_before"]
+    assert (task["concurrency_key"], task["rate_limit_bucket"]) == ("ann", "b-ann")
+    assert (task["rate_limit"], task["rate_limit_period"]) == (3, "minute")
+    assert datetime.fromisoformat(task["started_at"]) >= datetime.fromisoformat(task["not_before"])

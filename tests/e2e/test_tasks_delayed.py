@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from orchestrator import client as sdk
+from orchestrator import model as sdk_model
 from orchestrator.proto import tasks_pb2
 from tests.e2e.conftest import (
     CALL_TIMEOUT,
@@ -23,7 +25,7 @@ from tests.e2e.conftest import (
     kinds,
     refused,
 )
-from tests.support.server import ServerProcess
+from tests.support.server import ADMIN_PASSWORD, ADMIN_USERNAME, ServerProcess
 
 QUEUED = tasks_pb2.TASK_STATUS_QUEUED
 SUCCEEDED = tasks_pb2.TASK_STATUS_SUCCEEDED
@@ -195,3 +197,52 @@ async def test_a_restart_across_the_start_time_runs_the_task_once(
     assert kinds(events) == ["QUEUED", "STARTED", "SUCCEEDED"]
     assert done.attempt == 1
     assert lateness(done) >= timedelta(0)
+
+
+async def test_the_sdk_takes_start_times_and_limits(
+    orchestrator: ServerProcess, start_worker: WorkerFactory
+) -> None:
+    """Typed keywords: a timedelta or seconds, an aware or naive (local)
+    time; the task and run come back with them as plain values."""
+    await start_worker("--demo", "--slots", "4")
+    assert orchestrator.address
+    async with sdk.Client(orchestrator.address) as client:
+        await client.login(ADMIN_USERNAME, ADMIN_PASSWORD)
+        soon = datetime.now(UTC) + timedelta(seconds=1)
+        timed = await client.tasks.create(
+            "echo",
+            start=True,
+            not_before=soon.astimezone().replace(tzinfo=None),  # naive: local time
+            concurrency_key="k",
+            concurrency_limit=3,
+            rate_limit_bucket="b",
+            rate_limit=10,
+            rate_limit_period="second",
+        )
+        assert timed.not_before == soon
+        assert (timed.concurrency_key, timed.concurrency_limit) == ("k", 3)
+        assert timed.concurrency_strategy is sdk_model.ConcurrencyStrategy.QUEUE
+        assert (timed.rate_limit_bucket, timed.rate_limit, timed.rate_limit_period) == (
+            "b",
+            10,
+            "second",
+        )
+        batch = await client.tasks.create_many(
+            [
+                sdk.TaskSpec("echo", start=True, delay=0.5),
+                sdk.TaskSpec("echo", start=True, delay=timedelta(seconds=1)),
+            ]
+        )
+        for task in [timed, *batch]:
+            done = await client.tasks.wait(task.id)
+            assert done.started_at is not None and done.not_before is not None
+            assert timedelta(0) <= done.started_at - done.not_before < LATE_AT_MOST
+
+        workflow = await client.workflows.create(
+            "sdk-later", {"nodes": [{"id": "a", "type": "echo"}]}
+        )
+        run = await client.workflows.run(workflow.id, {"x": 1}, delay=timedelta(seconds=1))
+        assert run.status is sdk_model.RunStatus.SUCCEEDED and run.not_before is not None
+        first = await client.tasks.get(run.node("a").task_id)
+        assert first.not_before == run.not_before
+        assert first.started_at is not None and first.started_at >= run.not_before

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from orchestrator.cli import inputs, live, render
+from orchestrator.cli import flow, inputs, live, render
 from orchestrator.cli.connect import run
 from orchestrator.cli.exits import DONE, FAILED
 from orchestrator.cli.options import Input, Limit, Output, OutputFormat, Url
@@ -25,20 +25,24 @@ def run_workflow(
     workflow: NameOrId,
     input: Input = "{}",
     version: Version = 0,
+    at: flow.At = None,
+    in_: flow.In = None,
     url: Url = None,
     output: Output = OutputFormat.TABLE,
 ) -> None:
-    """Start a run and follow it live to its end.
+    """Start a run and follow it live to its end (with --at or --in its
+    first nodes wait until then).
 
     Exit code 0 if it succeeded, 1 if it failed or was cancelled. Ctrl+C
     stops following, not the run."""
 
     async def command(client: Client) -> int:
         data = inputs.json_object(input)
+        when = flow.start_time(at, in_)
         found = await client.workflows.find(workflow)
         if version:
             found = await client.workflows.get(found.id, version)
-        stream = client.workflows.execute(found.id, data, version=found.version)
+        stream = client.workflows.execute(found.id, data, version=found.version, **when)
         board = live.RunBoard(found)
         return await _follow(
             client, stream, board, f"workflow {found.name} v{found.version}", output

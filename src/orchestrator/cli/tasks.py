@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from orchestrator.cli import inputs, live, render
+from orchestrator.cli import flow, inputs, live, render
 from orchestrator.cli.connect import run
 from orchestrator.cli.exits import DONE, FAILED
 from orchestrator.cli.options import Input, Limit, Output, OutputFormat, Url
@@ -57,13 +57,31 @@ def create(
     priority: Priority = 0,
     max_attempts: MaxAttempts = 0,
     timeout: Timeout = 0,
+    at: flow.At = None,
+    in_: flow.In = None,
+    concurrency_key: flow.ConcurrencyKey = "",
+    concurrency_limit: flow.ConcurrencyLimit = 0,
+    concurrency_strategy: flow.ConcurrencyChoice = flow.Strategy.QUEUE,
+    rate_limit_bucket: flow.RateBucket = "",
+    rate_limit: flow.Rate = None,
     url: Url = None,
     output: Output = OutputFormat.TABLE,
 ) -> None:
-    """Create a task (PENDING, or QUEUED with --start)."""
+    """Create a task (PENDING, or QUEUED with --start; with --at or --in it
+    waits QUEUED until then)."""
 
     async def command(client: Client) -> None:
-        fields = _new_task(input, title, label, priority, max_attempts, timeout)
+        fields = {
+            **_new_task(input, title, label, priority, max_attempts, timeout),
+            **flow.start_time(at, in_),
+            **flow.limits(
+                concurrency_key,
+                concurrency_limit,
+                concurrency_strategy,
+                rate_limit_bucket,
+                rate_limit,
+            ),
+        }
         task = await client.tasks.create(type, start=start, **fields)
         show(task, output)
 
@@ -265,6 +283,7 @@ def show(task: Task, output: OutputFormat) -> None:
                 f"{task.workflow_run_id} (node {task.node_id})" if task.node_id else "",
             ),
             ("created", render.when(task.created_at)),
+            *flow.described(task),
             ("started", render.when(task.started_at)),
             ("finished", render.when(task.finished_at)),
             ("input", render.pretty_json(task.input)),

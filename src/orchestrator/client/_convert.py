@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from orchestrator.client._values import (
@@ -15,6 +15,7 @@ from orchestrator.client._values import (
     ConnectedWorker,
     Health,
     NodeRun,
+    RatePeriod,
     Task,
     TaskEvent,
     User,
@@ -25,6 +26,7 @@ from orchestrator.client._values import (
 )
 from orchestrator.errors import InvalidArgument
 from orchestrator.model import (
+    ConcurrencyStrategy,
     Definition,
     EdgeSpec,
     NodeSpec,
@@ -32,6 +34,7 @@ from orchestrator.model import (
     RunStatus,
     TaskEventType,
     TaskStatus,
+    WaitReason,
     WorkflowEventType,
 )
 from orchestrator.proto import auth_pb2, health_pb2, tasks_pb2, workers_pb2, workflows_pb2
@@ -129,7 +132,73 @@ def task(message: tasks_pb2.Task) -> Task:
         updated_at=_time(message, "updated_at"),
         started_at=_time(message, "started_at"),
         finished_at=_time(message, "finished_at"),
+        not_before=_time(message, "not_before"),
+        concurrency_key=message.concurrency_key,
+        concurrency_limit=message.concurrency_limit,
+        concurrency_strategy=concurrency_strategy(message.concurrency_strategy),
+        rate_limit_bucket=message.rate_limit_bucket,
+        rate_limit=message.rate_limit,
+        rate_limit_period=rate_period(message.rate_limit_period),
+        schedule_id=message.schedule_id,
+        scheduled_at=_time(message, "scheduled_at"),
+        wait_reason=_enum(
+            WaitReason, tasks_pb2.TaskWaitReason.Name(message.wait_reason), "TASK_WAIT_REASON_"
+        ),
+        waiting=message.waiting,
     )
+
+
+def concurrency_strategy(
+    value: tasks_pb2.ConcurrencyStrategy.ValueType,
+) -> ConcurrencyStrategy | None:
+    name = tasks_pb2.ConcurrencyStrategy.Name(value)
+    return _enum(ConcurrencyStrategy, name, "CONCURRENCY_STRATEGY_")
+
+
+def strategy_message(
+    strategy: ConcurrencyStrategy | str | None,
+) -> tasks_pb2.ConcurrencyStrategy.ValueType:
+    """None: unspecified (the server queues)."""
+    if strategy is None:
+        return tasks_pb2.CONCURRENCY_STRATEGY_UNSPECIFIED
+    return tasks_pb2.ConcurrencyStrategy.Value(
+        f"CONCURRENCY_STRATEGY_{ConcurrencyStrategy(strategy).value}"
+    )
+
+
+def rate_period(value: tasks_pb2.RateLimitPeriod.ValueType) -> RatePeriod | None:
+    return _PERIOD_NAMES.get(value)
+
+
+def rate_period_message(period: str | None) -> tasks_pb2.RateLimitPeriod.ValueType:
+    """None: unspecified."""
+    if not period:
+        return tasks_pb2.RATE_LIMIT_PERIOD_UNSPECIFIED
+    for number, name in _PERIOD_NAMES.items():
+        if name == period:
+            return number
+    raise ValueError(f"rate_limit_period {period!r}: name one: second, minute or hour")
+
+
+_PERIOD_NAMES: dict[tasks_pb2.RateLimitPeriod.ValueType, RatePeriod] = {
+    tasks_pb2.RATE_LIMIT_PERIOD_SECOND: "second",
+    tasks_pb2.RATE_LIMIT_PERIOD_MINUTE: "minute",
+    tasks_pb2.RATE_LIMIT_PERIOD_HOUR: "hour",
+}
+# A workflow node's period, in seconds as the model keeps it.
+_PERIOD_SECONDS = {
+    tasks_pb2.RATE_LIMIT_PERIOD_SECOND: 1,
+    tasks_pb2.RATE_LIMIT_PERIOD_MINUTE: 60,
+    tasks_pb2.RATE_LIMIT_PERIOD_HOUR: 3600,
+}
+_PERIOD_NUMBERS = {seconds: number for number, seconds in _PERIOD_SECONDS.items()}
+
+
+def duration(value: timedelta | float) -> duration_pb2.Duration:
+    """A delay in seconds or as a timedelta."""
+    message = duration_pb2.Duration()
+    message.FromTimedelta(value if isinstance(value, timedelta) else timedelta(seconds=value))
+    return message
 
 
 def task_event(message: tasks_pb2.TaskEvent) -> TaskEvent:
@@ -160,6 +229,13 @@ def definition(message: workflows_pb2.WorkflowDefinition) -> Definition:
                 max_attempts=n.max_attempts,
                 timeout_seconds=n.timeout_seconds,
                 description=n.description,
+                concurrency_key_expression=n.concurrency_key_expression,
+                concurrency_limit=n.concurrency_limit,
+                concurrency_strategy=concurrency_strategy(n.concurrency_strategy)
+                or ConcurrencyStrategy.QUEUE,
+                rate_limit_bucket_expression=n.rate_limit_bucket_expression,
+                rate_limit=n.rate_limit,
+                rate_limit_period_seconds=_PERIOD_SECONDS.get(n.rate_limit_period, 0),
             )
             for n in message.nodes
         ),
@@ -178,6 +254,17 @@ def definition_message(value: Definition) -> workflows_pb2.WorkflowDefinition:
                 max_attempts=n.max_attempts,
                 timeout_seconds=n.timeout_seconds,
                 description=n.description,
+                concurrency_key_expression=n.concurrency_key_expression,
+                concurrency_limit=n.concurrency_limit,
+                concurrency_strategy=strategy_message(
+                    n.concurrency_strategy if n.concurrency_key_expression else None
+                ),
+                rate_limit_bucket_expression=n.rate_limit_bucket_expression,
+                rate_limit=n.rate_limit,
+                # A period the server does not know is left for it to refuse.
+                rate_limit_period=_PERIOD_NUMBERS.get(
+                    n.rate_limit_period_seconds, tasks_pb2.RATE_LIMIT_PERIOD_UNSPECIFIED
+                ),
             )
             for index, n in enumerate(value.nodes)
         ],
@@ -235,6 +322,9 @@ def run(message: workflows_pb2.WorkflowRun) -> WorkflowRun:
         last_sequence=message.last_sequence,
         created_at=_time(message, "created_at"),
         finished_at=_time(message, "finished_at"),
+        not_before=_time(message, "not_before"),
+        schedule_id=message.schedule_id,
+        scheduled_at=_time(message, "scheduled_at"),
     )
 
 

@@ -6,7 +6,9 @@ CreateWorkflowRequest:
     definition:
       nodes:
         - {id: extract, type: echo, input: {rows: 3}}
-        - {id: load, type: echo, input_expression: "{'rows': nodes.extract.output.rows}"}
+        - {id: load, type: echo, input_expression: "{'rows': nodes.extract.output.rows}",
+           concurrency_key_expression: "input.customer", concurrency_limit: 2,
+           rate_limit_bucket_expression: "'warehouse'", rate_limit: 5, rate_limit_period: second}
       edges:
         - {source: extract, target: load}
 
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.errors import FieldViolation, InvalidArgument
-from orchestrator.model import Definition, EdgeSpec, NodeSpec
+from orchestrator.model import ConcurrencyStrategy, Definition, EdgeSpec, NodeSpec
 
 _TOP = {"name": str, "description": str, "definition": dict}
 _DEFINITION = {"nodes": list, "edges": list}
@@ -34,7 +36,14 @@ _NODE = {
     "max_attempts": int,
     "timeout_seconds": int,
     "description": str,
+    "concurrency_key_expression": str,
+    "concurrency_limit": int,
+    "concurrency_strategy": str,
+    "rate_limit_bucket_expression": str,
+    "rate_limit": int,
+    "rate_limit_period": str,
 }
+_PERIOD_SECONDS = {"second": 1, "minute": 60, "hour": 3600}
 _EDGE = {"source": str, "target": str, "condition": str}
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 _TYPE_NAMES = {str: "a string", int: "an integer", dict: "an object", list: "a list"}
@@ -84,6 +93,7 @@ def _definition(data: Any, where: str, problems: list[FieldViolation]) -> Defini
     for index, item in enumerate(found.get("nodes", [])):
         node = _fields(item, _NODE, f"{where}.nodes[{index}]", problems)
         if node is not None:
+            _limits(node, f"{where}.nodes[{index}]", problems)
             nodes.append(NodeSpec(**{"id": "", "type": "", **node}))
     edges = []
     for index, item in enumerate(found.get("edges", [])):
@@ -91,6 +101,30 @@ def _definition(data: Any, where: str, problems: list[FieldViolation]) -> Defini
         if edge is not None:
             edges.append(EdgeSpec(**{"source": "", "target": "", **edge}))
     return Definition(tuple(nodes), tuple(edges))
+
+
+def _limits(node: dict[str, Any], where: str, problems: list[FieldViolation]) -> None:
+    """A node's strategy (`queue`, `cancel_newest`, `cancel_oldest`) and
+    period (`second`, `minute`, `hour`) by name, in the model's terms."""
+    strategy = node.pop("concurrency_strategy", None)
+    if strategy is not None:
+        try:
+            node["concurrency_strategy"] = ConcurrencyStrategy(strategy.upper().replace("-", "_"))
+        except ValueError:
+            names = ", ".join(s.value.lower() for s in ConcurrencyStrategy)
+            problems.append(
+                FieldViolation(f"{where}.concurrency_strategy", f"{strategy!r}: name one: {names}")
+            )
+    period = node.pop("rate_limit_period", None)
+    if period is not None:
+        if period.lower() in _PERIOD_SECONDS:
+            node["rate_limit_period_seconds"] = _PERIOD_SECONDS[period.lower()]
+        else:
+            problems.append(
+                FieldViolation(
+                    f"{where}.rate_limit_period", f"{period!r}: name one: second, minute or hour"
+                )
+            )
 
 
 def _fields(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from google.protobuf import field_mask_pb2
@@ -11,8 +12,8 @@ from google.protobuf import field_mask_pb2
 from orchestrator.client import _convert
 from orchestrator.client._streams import TaskStream
 from orchestrator.client._transport import Transport
-from orchestrator.client._values import Page, Task, TaskSpec
-from orchestrator.model import TaskStatus
+from orchestrator.client._values import Page, RatePeriod, Task, TaskSpec
+from orchestrator.model import ConcurrencyStrategy, TaskStatus
 from orchestrator.proto import tasks_pb2
 
 # UpdateTask's fields, by their keyword here.
@@ -36,8 +37,22 @@ class Tasks:
         max_attempts: int = 0,
         timeout_seconds: int = 0,
         idempotency_key: str | None = None,
+        not_before: datetime | None = None,
+        delay: timedelta | float | None = None,
+        concurrency_key: str = "",
+        concurrency_limit: int = 0,
+        concurrency_strategy: ConcurrencyStrategy | None = None,
+        rate_limit_bucket: str = "",
+        rate_limit: int = 0,
+        rate_limit_period: RatePeriod | None = None,
     ) -> Task:
         """A new task of `type`, PENDING (or QUEUED with `start=True`).
+
+        `not_before` (a naive time is local) or `delay` (seconds or a
+        timedelta): it starts no earlier, QUEUED until then. At most
+        `concurrency_limit` of your tasks with `concurrency_key` run at once;
+        at most `rate_limit` of those naming `rate_limit_bucket` start per
+        `rate_limit_period` ("second", "minute" or "hour").
 
         Without an `idempotency_key` one is made up, so that a create the
         client retries after a lost reply cannot make two tasks."""
@@ -52,6 +67,14 @@ class Tasks:
             max_attempts=max_attempts,
             timeout_seconds=timeout_seconds,
             idempotency_key=idempotency_key,
+            not_before=not_before,
+            delay=delay,
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
+            concurrency_strategy=concurrency_strategy,
+            rate_limit_bucket=rate_limit_bucket,
+            rate_limit=rate_limit,
+            rate_limit_period=rate_limit_period,
         )
         request = _create_request(spec, "input")
         reply = await self._transport.unary(lambda s: s.tasks.CreateTask, request, idempotent=True)
@@ -182,4 +205,12 @@ def _create_request(spec: TaskSpec, input_field: str) -> tasks_pb2.CreateTaskReq
         max_attempts=spec.max_attempts,
         timeout_seconds=spec.timeout_seconds,
         idempotency_key=spec.idempotency_key or f"client-{uuid.uuid4()}",
+        not_before=_convert.timestamp(spec.not_before) if spec.not_before else None,
+        delay=_convert.duration(spec.delay) if spec.delay is not None else None,
+        concurrency_key=spec.concurrency_key,
+        concurrency_limit=spec.concurrency_limit,
+        concurrency_strategy=_convert.strategy_message(spec.concurrency_strategy),
+        rate_limit_bucket=spec.rate_limit_bucket,
+        rate_limit=spec.rate_limit,
+        rate_limit_period=_convert.rate_period_message(spec.rate_limit_period),
     )

@@ -7,25 +7,29 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from orchestrator.model import (
     FINISHED_NODE,
     RUN_ENDING_EVENTS,
     TERMINAL,
+    ConcurrencyStrategy,
     Definition,
     NodeStatus,
     Overlap,
     RunStatus,
     TaskEventType,
     TaskStatus,
+    WaitReason,
     WorkflowEventType,
 )
 
 T = TypeVar("T")
 JsonObject = dict[str, Any]
+# A rate limit's period, as CreateTaskRequest.rate_limit_period names it.
+RatePeriod = Literal["second", "minute", "hour"]
 
 TASK_ENDING_EVENTS = frozenset(
     {TaskEventType.SUCCEEDED, TaskEventType.FAILED, TaskEventType.CANCELLED}
@@ -57,6 +61,19 @@ class TaskSpec:
     max_attempts: int = 0
     timeout_seconds: int = 0
     idempotency_key: str | None = None
+    # Not started before this time (a naive one is local time), or before
+    # `delay` (seconds, or a timedelta) from now: one of the two at most.
+    not_before: datetime | None = None
+    delay: timedelta | float | None = None
+    # At most `concurrency_limit` of the owner's tasks with this key run at once.
+    concurrency_key: str = ""
+    concurrency_limit: int = 0
+    concurrency_strategy: ConcurrencyStrategy | None = None
+    # Started at most `rate_limit` times per period across the owner's tasks
+    # naming this bucket.
+    rate_limit_bucket: str = ""
+    rate_limit: int = 0
+    rate_limit_period: RatePeriod | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +103,19 @@ class Task:
     updated_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    not_before: datetime | None = None
+    concurrency_key: str = ""
+    concurrency_limit: int = 0
+    concurrency_strategy: ConcurrencyStrategy | None = None
+    rate_limit_bucket: str = ""
+    rate_limit: int = 0
+    rate_limit_period: RatePeriod | None = None
+    # Set when a schedule started it: which, and for which time.
+    schedule_id: str = ""
+    scheduled_at: datetime | None = None
+    # Why a QUEUED task has not started yet (from `get` only).
+    wait_reason: WaitReason | None = None
+    waiting: str = ""
 
     @property
     def finished(self) -> bool:
@@ -152,6 +182,11 @@ class WorkflowRun:
     last_sequence: int
     created_at: datetime | None
     finished_at: datetime | None
+    # Its first nodes start no earlier.
+    not_before: datetime | None = None
+    # Set when a schedule started it: which, and for which time.
+    schedule_id: str = ""
+    scheduled_at: datetime | None = None
 
     @property
     def finished(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import AsyncIterator, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.client import _convert
@@ -108,21 +109,42 @@ class Workflows:
         return list(reply.order)
 
     def execute(
-        self, workflow_id: str, input: Mapping[str, Any] | None = None, *, version: int = 0
+        self,
+        workflow_id: str,
+        input: Mapping[str, Any] | None = None,
+        *,
+        version: int = 0,
+        not_before: datetime | None = None,
+        delay: timedelta | float | None = None,
     ) -> RunStream:
         """Start a run and follow it: its events, from RUN_STARTED (which
-        names the run: `stream.run_id`) to its end."""
+        names the run: `stream.run_id`) to its end. With `not_before` (a
+        naive time is local) or `delay` (seconds or a timedelta) its first
+        nodes start no earlier."""
         request = workflows_pb2.ExecuteWorkflowRequest(
-            workflow_id=workflow_id, input=_convert.struct(input, "input"), version=version
+            workflow_id=workflow_id,
+            input=_convert.struct(input, "input"),
+            version=version,
+            not_before=_convert.timestamp(not_before) if not_before else None,
+            delay=_convert.duration(delay) if delay is not None else None,
         )
         return RunStream(self._transport, start=request)
 
     async def run(
-        self, workflow_id: str, input: Mapping[str, Any] | None = None, *, version: int = 0
+        self,
+        workflow_id: str,
+        input: Mapping[str, Any] | None = None,
+        *,
+        version: int = 0,
+        not_before: datetime | None = None,
+        delay: timedelta | float | None = None,
     ) -> WorkflowRun:
         """Start a run and wait for its end: the finished run, nodes and
         their outputs included (a failed run is not an exception)."""
-        async with self.execute(workflow_id, input, version=version) as events:
+        execution = self.execute(
+            workflow_id, input, version=version, not_before=not_before, delay=delay
+        )
+        async with execution as events:
             async for _ in events:
                 pass
         return await self._runs.get(events.run_id)
