@@ -19,7 +19,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.auth.identity import Identity
@@ -43,6 +43,9 @@ from orchestrator.store.types import utcnow
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
+# Start times further off than this are left to the poll (a second late at
+# most), so a backlog of tasks for next week holds no timers.
+WAKE_HORIZON = timedelta(minutes=10)
 MAX_SLOTS = 1000
 MAX_TASK_TYPES = 256
 _CLAIM_BATCH = 100
@@ -273,7 +276,8 @@ class Dispatcher:
         as the node before them finishes), with no dispatch round between;
         those queued for later wake this replica at their time."""
         for when in changes.queued_for:
-            changes.after_commit.append(functools.partial(self.wake_at, when))
+            if when - changes.now <= WAKE_HORIZON:
+                changes.after_commit.append(functools.partial(self.wake_at, when))
         queued = changes.queued_types
         for sessions in self._idle(lambda session: not queued.isdisjoint(session.task_types)):
             for session in sessions:
