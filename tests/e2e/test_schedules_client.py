@@ -70,7 +70,14 @@ async def test_an_interval_schedule_fires_its_task_pauses_and_resumes(client: Cl
     created = await client.schedules.create(
         "sdk-every-second",
         interval=timedelta(seconds=1),
-        task=TaskSpec("echo", {"n": 7}, title="tick", labels={"suite": "schedules"}),
+        task=TaskSpec(
+            "echo",
+            {"n": 7},
+            title="tick",
+            labels={"suite": "schedules"},
+            concurrency_key="ticks",
+            concurrency_limit=1,
+        ),
         note="for the SDK test",
     )
 
@@ -79,6 +86,7 @@ async def test_an_interval_schedule_fires_its_task_pauses_and_resumes(client: Cl
     assert created.time_zone == "UTC" and created.overlap is Overlap.SKIP
     assert created.task is not None and created.task.type == "echo"
     assert created.task.input == {"n": 7} and created.task.title == "tick"
+    assert (created.task.concurrency_key, created.task.concurrency_limit) == ("ticks", 1)
     assert created.note == "for the SDK test" and not created.paused
     upcoming = created.next_fire_times
     assert len(upcoming) >= 2 and list(upcoming) == sorted(upcoming)
@@ -90,6 +98,8 @@ async def test_an_interval_schedule_fires_its_task_pauses_and_resumes(client: Cl
     task = await client.tasks.wait(fired.last_task_id)
     assert (task.type, task.title, task.labels) == ("echo", "tick", {"suite": "schedules"})
     assert task.status is TaskStatus.SUCCEEDED and task.output == {"n": 7}
+    assert (task.schedule_id, task.scheduled_at) == (created.id, fired.last_fired_at)
+    assert task.concurrency_key == "ticks"
 
     paused = await client.schedules.pause(created.id, "quiet please")
     assert paused.paused and paused.note == "quiet please"
@@ -158,6 +168,7 @@ async def test_a_workflow_schedule_by_name_is_triggered_now(client: Client) -> N
     assert fire.scheduled_at is not None and fire.scheduled_at >= before - timedelta(seconds=1)
     run = await client.runs.wait(fire.run_id)
     assert run.workflow_id == workflow.id and run.input == {"n": 5}
+    assert (run.schedule_id, run.scheduled_at) == (created.id, fire.scheduled_at)
     assert run.status is RunStatus.SUCCEEDED and run.node("second").output == {"n": 5}
     await client.schedules.delete(created.id)
 

@@ -17,6 +17,7 @@ from orchestrator.client import Fire, Overlap, Schedule, TaskSpec, _convert, to_
 from orchestrator.client import _convert_schedules as convert
 from orchestrator.client._schedules import overlap_policy, seconds, template
 from orchestrator.errors import InvalidArgument
+from orchestrator.model import ConcurrencyStrategy
 from orchestrator.proto import schedules_pb2, tasks_pb2
 
 CREATED = datetime(2026, 3, 28, 23, 0, tzinfo=UTC)
@@ -36,7 +37,16 @@ def test_a_task_schedule_as_plain_values() -> None:
         time_zone="Europe/Paris",
         next_fire_times=[stamp(CREATED + timedelta(hours=2, minutes=30))],
         task=tasks_pb2.CreateTaskRequest(
-            type="echo", title="nightly echo", labels={"team": "data"}, max_attempts=3
+            type="echo",
+            title="nightly echo",
+            labels={"team": "data"},
+            max_attempts=3,
+            concurrency_key="reports",
+            concurrency_limit=2,
+            concurrency_strategy=tasks_pb2.CONCURRENCY_STRATEGY_CANCEL_NEWEST,
+            rate_limit_bucket="mail",
+            rate_limit=5,
+            rate_limit_period=tasks_pb2.RATE_LIMIT_PERIOD_MINUTE,
         ),
         overlap=schedules_pb2.OVERLAP_POLICY_BUFFER_ONE,
         jitter_seconds=30,
@@ -61,6 +71,12 @@ def test_a_task_schedule_as_plain_values() -> None:
         title="nightly echo",
         labels={"team": "data"},
         max_attempts=3,
+        concurrency_key="reports",
+        concurrency_limit=2,
+        concurrency_strategy=ConcurrencyStrategy.CANCEL_NEWEST,
+        rate_limit_bucket="mail",
+        rate_limit=5,
+        rate_limit_period="minute",
     )
     assert isinstance(schedule.task.input["n"], int)  # not 3.0
     assert schedule.workflow_id == "" and schedule.input == {}

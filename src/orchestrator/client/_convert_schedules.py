@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from datetime import UTC
 
-from orchestrator.client._convert import _enum, _struct, _time
+from orchestrator.client._convert import _enum, _struct, _time, concurrency_strategy, rate_period
 from orchestrator.client._values import Fire, Schedule, TaskSpec
 from orchestrator.model import Overlap
 from orchestrator.proto import schedules_pb2, tasks_pb2
 
 
 def task_spec(message: tasks_pb2.CreateTaskRequest) -> TaskSpec:
+    """A schedule's task template (never with a start time: each fire's
+    task starts when it fires)."""
     return TaskSpec(
         type=message.type,
         input=_struct(message, "input") or {},
@@ -23,6 +25,12 @@ def task_spec(message: tasks_pb2.CreateTaskRequest) -> TaskSpec:
         max_attempts=message.max_attempts,
         timeout_seconds=message.timeout_seconds,
         idempotency_key=message.idempotency_key or None,
+        concurrency_key=message.concurrency_key,
+        concurrency_limit=message.concurrency_limit,
+        concurrency_strategy=concurrency_strategy(message.concurrency_strategy),
+        rate_limit_bucket=message.rate_limit_bucket,
+        rate_limit=message.rate_limit,
+        rate_limit_period=rate_period(message.rate_limit_period),
     )
 
 
