@@ -78,32 +78,39 @@ class Fires:
     async def run(self) -> None:
         """Fire due schedules, round after round, until cancelled."""
         while True:
+            # Cleared first: a wake during the round brings the next at once.
+            self._woken.clear()
             wait = TICK_SECONDS
             with survived("schedule fires"):
                 wait = await self.fire_due()
-            self._woken.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), wait)
 
     async def fire_due(self) -> float:
-        """One round; the seconds until the next one is needed."""
+        """One round; the seconds until the next one is needed. Candidates
+        come in pages; one that a fire moves to another page meanwhile is
+        met again next round."""
         now = utcnow()
-        async with self._db.read() as conn:
-            found = await schedule_store.candidates(
-                conn, now + timedelta(seconds=TICK_SECONDS), BATCH
-            )
         wait = TICK_SECONDS
-        for candidate in found:
-            due = (
-                due_at(candidate.id, candidate.next_fire_at, candidate.jitter_seconds)
-                if candidate.next_fire_at is not None
-                else None
-            )
-            if due is not None and due > now:
-                wait = min(wait, (due - now).total_seconds())
-            elif due is not None or candidate.buffered:
-                await self._fire(candidate.id)
-        return 0.0 if len(found) == BATCH else wait
+        offset = 0
+        while True:
+            async with self._db.read() as conn:
+                page = await schedule_store.candidates(
+                    conn, now + timedelta(seconds=TICK_SECONDS), BATCH, offset
+                )
+            for candidate in page:
+                due = (
+                    due_at(candidate.id, candidate.next_fire_at, candidate.jitter_seconds)
+                    if candidate.next_fire_at is not None
+                    else None
+                )
+                if candidate.buffered or (due is not None and due <= now):
+                    await self._fire(candidate.id)
+                elif due is not None:
+                    wait = min(wait, (due - now).total_seconds())
+            if len(page) < BATCH:
+                return wait
+            offset += BATCH
 
     async def _fire(self, schedule_id: str) -> None:
         async def advance(changes: Changes) -> None:

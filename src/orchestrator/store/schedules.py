@@ -215,9 +215,11 @@ class Candidate:
     buffered: bool
 
 
-async def candidates(conn: AsyncConnection, until: datetime, limit: int) -> list[Candidate]:
-    """Unpaused schedules whose next time comes by `until` (soonest first),
-    and those holding a buffered time."""
+async def candidates(
+    conn: AsyncConnection, until: datetime, limit: int, offset: int = 0
+) -> list[Candidate]:
+    """Unpaused schedules whose next time comes by `until`, and those
+    holding a buffered time: a page of them."""
     query = (
         select(
             schedules.c.id,
@@ -229,8 +231,9 @@ async def candidates(conn: AsyncConnection, until: datetime, limit: int) -> list
             schedules.c.paused.is_(False),
             or_(schedules.c.next_fire_at <= until, schedules.c.buffered_at.is_not(None)),
         )
-        .order_by(schedules.c.next_fire_at)
+        .order_by(schedules.c.next_fire_at, schedules.c.id)
         .limit(limit)
+        .offset(offset)
     )
     return [
         Candidate(row.id, row.next_fire_at, row.jitter_seconds, row.buffered_at is not None)
