@@ -19,7 +19,7 @@ from orchestrator.services.convert import (
     timestamp,
     wire_enum,
 )
-from orchestrator.services.convert_tasks import PERIOD_WIRE, new_task
+from orchestrator.services.convert_tasks import limit_fields, new_task
 
 
 def spec_domain(
@@ -56,7 +56,6 @@ def _template(
 
 
 def template_message(task: NewTask) -> tasks_pb2.CreateTaskRequest:
-    concurrency, rate = task.concurrency, task.rate_limit
     return tasks_pb2.CreateTaskRequest(
         title=task.title,
         type=task.type,
@@ -67,16 +66,7 @@ def template_message(task: NewTask) -> tasks_pb2.CreateTaskRequest:
         priority=task.priority,
         max_attempts=task.max_attempts,
         timeout_seconds=task.timeout_seconds,
-        concurrency_key=concurrency.key if concurrency else "",
-        concurrency_limit=concurrency.limit if concurrency else 0,
-        concurrency_strategy=wire_enum(
-            tasks_pb2.ConcurrencyStrategy, concurrency.strategy if concurrency else None
-        ),
-        rate_limit_bucket=rate.bucket if rate else "",
-        rate_limit=rate.limit if rate else 0,
-        rate_limit_period=PERIOD_WIRE[rate.period_seconds]
-        if rate
-        else tasks_pb2.RATE_LIMIT_PERIOD_UNSPECIFIED,
+        **limit_fields(task.concurrency, task.rate_limit),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from orchestrator.errors import InvalidArgument
 from orchestrator.model import (
@@ -96,9 +97,26 @@ def new_task(
     )
 
 
+def limit_fields(concurrency: Concurrency | None, rate: RateLimit | None) -> dict[str, Any]:
+    """The concurrency and rate-limit fields, named alike on Task and
+    CreateTaskRequest."""
+    return {
+        "concurrency_key": concurrency.key if concurrency else "",
+        "concurrency_limit": concurrency.limit if concurrency else 0,
+        "concurrency_strategy": wire_enum(
+            tasks_pb2.ConcurrencyStrategy, concurrency.strategy if concurrency else None
+        ),
+        "rate_limit_bucket": rate.bucket if rate else "",
+        "rate_limit": rate.limit if rate else 0,
+        "rate_limit_period": PERIOD_WIRE[rate.period_seconds]
+        if rate
+        else tasks_pb2.RATE_LIMIT_PERIOD_UNSPECIFIED,
+    }
+
+
 def task_message(task: Task, waiting: tuple[WaitReason, str] | None = None) -> tasks_pb2.Task:
     """`waiting`: why a queued task has not started (GetTask says)."""
-    concurrency, rate, origin = task.concurrency, task.rate_limit, task.origin
+    origin = task.origin
     return tasks_pb2.Task(
         id=task.id,
         title=task.title,
@@ -126,16 +144,7 @@ def task_message(task: Task, waiting: tuple[WaitReason, str] | None = None) -> t
         node_id=task.node_id or "",
         last_sequence=task.last_sequence,
         not_before=timestamp(task.not_before),
-        concurrency_key=concurrency.key if concurrency else "",
-        concurrency_limit=concurrency.limit if concurrency else 0,
-        concurrency_strategy=wire_enum(
-            tasks_pb2.ConcurrencyStrategy, concurrency.strategy if concurrency else None
-        ),
-        rate_limit_bucket=rate.bucket if rate else "",
-        rate_limit=rate.limit if rate else 0,
-        rate_limit_period=PERIOD_WIRE[rate.period_seconds]
-        if rate
-        else tasks_pb2.RATE_LIMIT_PERIOD_UNSPECIFIED,
+        **limit_fields(task.concurrency, task.rate_limit),
         schedule_id=origin.schedule_id if origin else "",
         scheduled_at=timestamp(origin.scheduled_at if origin else None),
         wait_reason=wire_enum(tasks_pb2.TaskWaitReason, waiting[0] if waiting else None),
