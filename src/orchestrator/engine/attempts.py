@@ -33,6 +33,7 @@ from orchestrator.model import Credential, JsonObject, Task, TaskEventType, Task
 from orchestrator.store import credentials as credential_store
 from orchestrator.store import tasks as task_store
 from orchestrator.store.locks import REAPER_LOCK, try_lock
+from orchestrator.store.types import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ class Attempts:
         self._rules = rules
         self._on_retry_at = on_retry_at
         self._on_cancelled = on_cancelled
+        # A claim of this replica left tasks waiting for a full key.
+        self._keys_full = False
 
     @property
     def rules(self) -> AttemptRules:
@@ -111,7 +114,12 @@ class Attempts:
             await cancel_task(tx, task.id, reason, self._on_cancelled)
         if claim.wake_at is not None:
             tx.after_commit.append(functools.partial(self._on_retry_at, claim.wake_at))
+        if claim.key_full:
+            tx.after_commit.append(self._waiting_for_keys)
         return claim.started
+
+    def _waiting_for_keys(self) -> None:
+        self._keys_full = True
 
     async def apply(self, tx: Changes, worker_id: str, report: Report) -> None:
         """One worker report, in the caller's transaction. A report about an
@@ -289,6 +297,14 @@ class Attempts:
             log.info("reaped overdue tasks", extra={"count": reaped})
         return reaped
 
+    def _key_freed(self) -> None:
+        """A task with a key stopped running: if a claim here left tasks for
+        a full key, workers it starved claim anew (the claim that wakes
+        says again whether keys are full)."""
+        if self._keys_full:
+            self._keys_full = False
+            self._on_retry_at(utcnow())
+
     async def _current(
         self,
         tx: Changes,
@@ -310,6 +326,5 @@ class Attempts:
         if task is None:
             raise FailedPrecondition(STALE.format(fencing=fencing, task_id=task_id))
         if task.concurrency is not None and task.status is not TaskStatus.RUNNING:
-            # Its key has room again: workers that found it full claim anew.
-            tx.after_commit.append(functools.partial(self._on_retry_at, tx.now))
+            tx.after_commit.append(self._key_freed)
         return task

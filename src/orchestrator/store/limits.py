@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, tuple_
+from sqlalchemy import bindparam, func, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -59,6 +59,8 @@ class Claim:
     started: list[Task]
     cancel: list[tuple[Task, str]] = field(default_factory=list)
     wake_at: datetime | None = None
+    # Tasks were left waiting for a full key (or one another replica held).
+    key_full: bool = False
 
 
 def limited(row: Any) -> bool:
@@ -79,6 +81,7 @@ class Choice:
     cancel_running: list[tuple[Any, str]]
     wake_at: datetime | None
     now: datetime
+    key_full: bool
 
 
 class _Decider:
@@ -242,7 +245,8 @@ async def choose(
         now = max(now, utcnow())
     cancel_running = await decider.displaced(started)
     wake_at = await decider.move_buckets(started, now)
-    return Choice(started, cancel_queued, cancel_running, wake_at, now)
+    key_full = bool(decider.skip_keys)
+    return Choice(started, cancel_queued, cancel_running, wake_at, now, key_full)
 
 
 async def _hold(
@@ -264,16 +268,23 @@ def lock_id(kind: str, owned: Owned) -> int:
     return int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big", signed=True)
 
 
+# Each key's RUNNING tasks, from ix_tasks_owner_id_concurrency_key_status;
+# built once (building it per claim cost as much as running it).
+_RUNNING = (
+    select(tasks.c.owner_id, tasks.c.concurrency_key, func.count())
+    .where(
+        tasks.c.status == TaskStatus.RUNNING,
+        tuple_(tasks.c.owner_id, tasks.c.concurrency_key).in_(bindparam("keys", expanding=True)),
+    )
+    .group_by(tasks.c.owner_id, tasks.c.concurrency_key)
+)
+
+
 async def _running(conn: AsyncConnection, keys: Collection[Owned]) -> dict[Owned, int]:
     counts = dict.fromkeys(keys, 0)
     if keys:
-        pair = tuple_(tasks.c.owner_id, tasks.c.concurrency_key)
-        query = (
-            select(tasks.c.owner_id, tasks.c.concurrency_key, func.count())
-            .where(tasks.c.status == TaskStatus.RUNNING, pair.in_(sorted(keys)))
-            .group_by(tasks.c.owner_id, tasks.c.concurrency_key)
-        )
-        counts.update({(o, k): n for o, k, n in await conn.execute(query)})
+        found = await conn.execute(_RUNNING, {"keys": sorted(keys)})
+        counts.update({(o, k): n for o, k, n in found})
     return counts
 
 

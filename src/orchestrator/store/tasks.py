@@ -361,7 +361,7 @@ async def claim(
     if choice is None:
         return limits.Claim(claimed)
     cancel = [(_task(row), why) for row, why in choice.cancel_queued + choice.cancel_running]
-    return limits.Claim(claimed, cancel, choice.wake_at)
+    return limits.Claim(claimed, cancel, choice.wake_at, choice.key_full)
 
 
 def _dealt(slots: Sequence[tuple[str, int]]) -> Iterator[str]:
