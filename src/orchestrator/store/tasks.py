@@ -71,13 +71,7 @@ def _task(row: Any) -> Task:
         node_id=row.node_id,
         lost_deliveries=row.lost_deliveries,
         not_before=row.not_before,
-        concurrency=Concurrency(
-            row.concurrency_key,
-            row.concurrency_limit,
-            ConcurrencyStrategy(row.concurrency_strategy),
-        )
-        if row.concurrency_key is not None
-        else None,
+        concurrency=_concurrency(row),
         rate_limit=RateLimit(row.rate_bucket, row.rate_limit, row.rate_period_seconds)
         if row.rate_bucket is not None
         else None,
