@@ -282,22 +282,33 @@ class Calendar:
         spec = self._spec
         assert spec is not None
         zone = _zone(self.time_zone)
+        # Wall times map to UTC in order (each to its first occurrence), so
+        # none before the wall time of `after` can come after it.
         try:
-            # Wall times map to UTC in order (each to its first occurrence), so
-            # none before the wall time of `after` can come after it.
             lowest_wall = after.astimezone(zone).replace(tzinfo=None)
-            day = lowest_wall.date()
-            give_up = day + SEARCH_HORIZON
+        except OverflowError:
+            if after.year > 1:
+                return  # `after` is the year 9999's last hours here: nothing later
+            lowest_wall = datetime.min  # the year 0 here: every wall time is later
+        day = lowest_wall.date()
+        give_up = _days_on(day)
+        try:
             while day <= give_up:
                 if spec.matches_day(day):
                     for wall in _walls(spec, day, lowest_wall):
                         fire = _to_utc(wall, zone)
                         if fire is not None and fire > after:
                             yield fire
-                            give_up = day + SEARCH_HORIZON
+                            give_up = _days_on(day)
                 day = _next_candidate_day(spec, day)
         except OverflowError:  # the search ran past the year 9999
             return
+
+
+def _days_on(day: date) -> date:
+    """The last day a search from `day` looks at: SEARCH_HORIZON on, or
+    the last day there is."""
+    return day + SEARCH_HORIZON if day < date.max - SEARCH_HORIZON else date.max
 
 
 def _walls(spec: CronSpec, day: date, lowest: datetime) -> Iterator[datetime]:
@@ -318,9 +329,13 @@ def _next_candidate_day(spec: CronSpec, day: date) -> date:
 
 def _to_utc(wall: datetime, zone: ZoneInfo) -> datetime | None:
     """The UTC time of a wall time (its first occurrence if it happens
-    twice), or None if the clocks skip it."""
+    twice), or None if the clocks skip it or it falls outside the years
+    1-9999 in UTC."""
     local = wall.replace(tzinfo=zone)  # fold=0: the first occurrence
-    fire = local.astimezone(UTC)
+    try:
+        fire = local.astimezone(UTC)
+    except OverflowError:
+        return None
     if fire.astimezone(zone).replace(tzinfo=None) != wall:
         return None
     return fire
