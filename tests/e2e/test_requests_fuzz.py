@@ -7,20 +7,25 @@ Methods are found in the generated modules' service descriptors, so a
 method added later is fuzzed too. Callers are an admin and a member with
 API tokens (which no fuzzed Logout can end) and an admin session, logged
 in again whenever a fuzzed call ended it. The ids the generated requests
-may name are real (a user, tasks, a workflow and its run, an API token),
-but never the callers' own, so no call can lock the fuzz out.
+may name are real (a user, tasks, a workflow and its run, an API token, and
+for ScheduleService's methods schedules of a task and of that workflow), but
+never the callers' own, so no call can lock the fuzz out.
 
 Derandomized, a fixed number of examples per method: the same requests on
-every run, well under two minutes in all."""
+every run, well under two minutes in all. Schedules also get valid specs at
+the ends of what a Timestamp and an int32 can say, which random requests
+seldom reach: every method on them answers cleanly too."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import timestamp_pb2
 from google.protobuf.descriptor import MethodDescriptor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -30,6 +35,8 @@ from orchestrator.proto import (
     auth_pb2_grpc,
     health_pb2,
     health_pb2_grpc,
+    schedules_pb2,
+    schedules_pb2_grpc,
     tasks_pb2,
     tasks_pb2_grpc,
     workflows_pb2,
@@ -63,6 +70,7 @@ LEAKS = ("Traceback", "<class", "Unexpected", "Error parsing")
 WORDS = (
     *("echo", "fuzzed", "victim", "admin", "member", "worker", "api", "a", "b", "x=y"),
     *("a-long-password-1", "true", "input.n > 0.0", "{'n': 1.0}"),
+    *("*/5 * * * *", "@hourly", "0 9 * * MON-FRI", "Europe/Paris"),
 )
 MEMBER_PASSWORD = "member-password-1"
 VICTIM_PASSWORD = "victim-password-1"
@@ -80,7 +88,16 @@ class Fuzz:
     channel: grpc.Channel
     callers: dict[str, Metadata]
     ids: tuple[str, ...]
+    workflow_id: str
     words: tuple[str, ...]
+
+    def ids_for(self, method: MethodDescriptor) -> tuple[str, ...]:
+        """The real ids; for a schedule's method, two schedules of its own too:
+        a DeleteSchedule fuzzed earlier leaves none for the methods after it."""
+        if method.containing_service.name != "ScheduleService":
+            return self.ids
+        admin = self.callers["admin"]
+        return (*self.ids, *new_schedules(self.channel, admin, self.workflow_id, method.name))
 
     def call(self, method: MethodDescriptor, raw: bytes, caller: str) -> tuple[str, str]:
         """The code's name and the details a call with `raw` answers."""
@@ -131,8 +148,11 @@ def fuzz(orchestrator: ServerProcess) -> Iterator[Fuzz]:
         yield Fuzz(orchestrator, channel, *_callers_and_ids(channel), WORDS)
 
 
-def _callers_and_ids(channel: grpc.Channel) -> tuple[dict[str, Metadata], tuple[str, ...]]:
-    """The callers, and the real ids (and a refresh token) fuzzed requests may name."""
+def _callers_and_ids(
+    channel: grpc.Channel,
+) -> tuple[dict[str, Metadata], tuple[str, ...], str]:
+    """The callers, the real ids (and a refresh token) fuzzed requests may
+    name, and the id of the workflow among them."""
     auth = auth_pb2_grpc.AuthServiceStub(channel)
     tasks = tasks_pb2_grpc.TaskServiceStub(channel)
     flows = workflows_pb2_grpc.WorkflowServiceStub(channel)
@@ -184,7 +204,29 @@ def _callers_and_ids(channel: grpc.Channel) -> tuple[dict[str, Metadata], tuple[
     run_id = next(iter(run)).run_id
     run.cancel()  # the stream is a view: the run goes on
     ids += [workflow.id, run_id]
-    return callers, tuple(ids)
+    return callers, tuple(ids), workflow.id
+
+
+def new_schedules(
+    channel: grpc.Channel, metadata: Metadata, workflow_id: str, label: str
+) -> list[str]:
+    """A task's schedule and a workflow's (with a past to backfill), neither
+    firing on its own within the module unless a fuzzed call changes it."""
+    stub = schedules_pb2_grpc.ScheduleServiceStub(channel)
+    requests = (
+        schedules_pb2.CreateScheduleRequest(
+            name=f"fuzzed-task-{label}",
+            interval_seconds=3600,
+            task=tasks_pb2.CreateTaskRequest(type="echo"),
+        ),
+        schedules_pb2.CreateScheduleRequest(
+            name=f"fuzzed-workflow-{label}", cron="@hourly", workflow_id=workflow_id, paused=True
+        ),
+    )
+    return [
+        stub.CreateSchedule(request, metadata=metadata, timeout=CALL_TIMEOUT).id
+        for request in requests
+    ]
 
 
 @pytest.mark.parametrize("method", UNARY, ids=[m.full_name for m in UNARY])
@@ -194,6 +236,7 @@ def test_every_unary_method_answers_only_documented_codes(
     answers: Counter[str] = Counter()
     log_before = len(fuzz.server.lines)
     undocumented: list[tuple[str, str, bytes]] = []
+    ids = fuzz.ids_for(method)
 
     @settings(
         max_examples=EXAMPLES_PER_METHOD,
@@ -204,7 +247,7 @@ def test_every_unary_method_answers_only_documented_codes(
     )
     @given(data=st.data())
     def one_request(data: st.DataObject) -> None:
-        request = data.draw(messages(method.input_type, fuzz.words, fuzz.ids), label="request")
+        request = data.draw(messages(method.input_type, fuzz.words, ids), label="request")
         raw = request.SerializeToString()
         if raw and data.draw(st.integers(0, 4), label="corrupt?") == 0:
             at = data.draw(st.integers(0, len(raw) - 1), label="at")
@@ -240,3 +283,108 @@ def assert_serving(fuzz: Fuzz) -> None:
         health_pb2.CheckRequest(), timeout=CALL_TIMEOUT
     )
     assert reply.status == health_pb2.HEALTH_STATUS_SERVING
+
+
+# -- schedules at the ends of time ------------------------------------------------------
+
+FIRST = -62_135_596_800  # 0001-01-01T00:00:00Z, Timestamp's first second
+LAST = 253_402_300_799  # 9999-12-31T23:59:59Z, its last
+PAST = 1_700_000_000  # 2023-11-14: a range from here has a past and a future
+DAY = 86_400
+INT32_MAX = 2**31 - 1
+EDGE_SCHEDULES: dict[str, dict[str, Any]] = {
+    "every-second-from-year-1-to-9999": {"interval_seconds": 1, "start_at": FIRST, "end_at": LAST},
+    "starts-in-the-last-second": {"interval_seconds": 366 * DAY, "start_at": LAST},
+    "every-minute-of-the-last-day-at-utc+14": {
+        "cron": "* * * * *",
+        "time_zone": "Pacific/Kiritimati",
+        "start_at": LAST - DAY + 1,
+    },
+    "new-years-eve-at-utc-12-until-9999": {
+        "cron": "59 23 31 12 *",
+        "time_zone": "Etc/GMT+12",
+        "end_at": LAST,
+    },
+    "ended-in-year-2-at-utc-12": {
+        "cron": "@yearly",
+        "time_zone": "Etc/GMT+12",
+        "start_at": FIRST,
+        "end_at": FIRST + 400 * DAY,
+    },
+    "leap-days-with-the-widest-window": {
+        "cron": "0 0 29 2 *",
+        "time_zone": "America/New_York",
+        "catchup_window_seconds": INT32_MAX,
+    },
+    "weekly-in-new-york": {"cron": "@weekly", "time_zone": "America/New_York"},
+    "widest-jitter": {
+        "interval_seconds": 3601,
+        "jitter_seconds": 3600,
+        "catchup_window_seconds": INT32_MAX,
+    },
+}
+# Backfill ranges: all of time, the far past, the recent past and the future.
+BACKFILLS = ((FIRST, LAST), (FIRST, PAST), (PAST, LAST))
+# Those with more than 1,000 times since the year 1, which a backfill from
+# then refuses (and fires none of).
+LONG_PASTS = {"new-years-eve-at-utc-12-until-9999", "weekly-in-new-york"}
+SCHEDULES = schedules_pb2.DESCRIPTOR.services_by_name["ScheduleService"]
+
+
+def stamp(seconds: int) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=seconds)
+
+
+@pytest.mark.parametrize("label", list(EDGE_SCHEDULES))
+def test_schedules_at_the_ends_of_time_answer_cleanly(fuzz: Fuzz, label: str) -> None:
+    log_before = len(fuzz.server.lines)
+    fields: dict[str, Any] = {
+        key: stamp(value) if key.endswith("_at") else value
+        for key, value in EDGE_SCHEDULES[label].items()
+    }
+    spec = schedules_pb2.CreateScheduleRequest(
+        name=f"edge-{label}", task=tasks_pb2.CreateTaskRequest(type="edge-probe"), **fields
+    )
+    stub = schedules_pb2_grpc.ScheduleServiceStub(fuzz.channel)
+    schedule = stub.CreateSchedule(spec, metadata=fuzz.callers["admin"], timeout=CALL_TIMEOUT)
+    requests: list[tuple[str, Any]] = [
+        ("GetSchedule", schedules_pb2.GetScheduleRequest(id=schedule.id)),
+        ("ListSchedules", schedules_pb2.ListSchedulesRequest(page_size=1000)),
+        ("TriggerSchedule", schedules_pb2.TriggerScheduleRequest(id=schedule.id)),
+        *(
+            (
+                "BackfillSchedule",
+                schedules_pb2.BackfillScheduleRequest(
+                    id=schedule.id, start_at=stamp(start), end_at=stamp(end)
+                ),
+            )
+            for start, end in BACKFILLS
+        ),
+        ("UpdateSchedule", schedules_pb2.UpdateScheduleRequest(id=schedule.id, schedule=spec)),
+        ("PauseSchedule", schedules_pb2.PauseScheduleRequest(id=schedule.id)),
+        ("ResumeSchedule", schedules_pb2.ResumeScheduleRequest(id=schedule.id)),
+        ("GetSchedule", schedules_pb2.GetScheduleRequest(id=schedule.id)),
+        ("DeleteSchedule", schedules_pb2.DeleteScheduleRequest(id=schedule.id)),
+    ]
+
+    answers = [
+        (name, *fuzz.call(SCHEDULES.methods_by_name[name], request.SerializeToString(), "admin"))
+        for name, request in requests
+    ]
+
+    print(label, answers)
+    unclean = [
+        answer
+        for answer in answers
+        if answer[1] not in {"OK", "INVALID_ARGUMENT"} or any(leak in answer[2] for leak in LEAKS)
+    ]
+    assert not unclean, unclean
+    backfills = [(code, details) for name, code, details in answers if name == "BackfillSchedule"]
+    too_long = ("INVALID_ARGUMENT", "end_at: the range holds more than 1000 times: backfill less")
+    expected = [too_long, too_long, ("OK", "")] if label in LONG_PASTS else [("OK", "")] * 3
+    assert backfills == expected
+    assert {code for name, code, _ in answers if name != "BackfillSchedule"} == {"OK"}, answers
+    assert_serving(fuzz)
+    assert not [line for line in fuzz.server.lines[log_before:] if "Traceback" in line], (
+        "the server logged a traceback"
+    )

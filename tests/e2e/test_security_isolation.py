@@ -1,5 +1,5 @@
 """Isolation between members (DESIGN §5 "Ownership"): a member sees and
-changes only its own tasks, workflows, runs and tokens. Another member's id
+changes only its own tasks, workflows, runs, schedules and tokens. Another member's id
 answers exactly like an id that never existed, and has no side effect; lists
 show only the caller's objects, an admin's show everyone's; admin-only
 methods refuse members; workers only receive tasks they may run.
@@ -17,11 +17,12 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import field_mask_pb2, message_factory
+from google.protobuf import field_mask_pb2, message_factory, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, MethodDescriptor
 from google.protobuf.message import Message
 from grpc import aio
@@ -29,6 +30,8 @@ from grpc import aio
 from orchestrator.proto import (
     auth_pb2,
     auth_pb2_grpc,
+    schedules_pb2,
+    schedules_pb2_grpc,
     tasks_pb2,
     tasks_pb2_grpc,
     workers_pb2,
@@ -52,6 +55,7 @@ SERVICES = (
     (tasks_pb2, "TaskService"),
     (workflows_pb2, "WorkflowService"),
     (auth_pb2, "AuthService"),
+    (schedules_pb2, "ScheduleService"),
 )
 ADMIN_ONLY = ("CreateUser", "GetUser", "ListUsers", "DisableUser", "EnableUser", "ResetPassword")
 
@@ -72,6 +76,7 @@ class Person:
         self.tasks = tasks_pb2_grpc.TaskServiceStub(self.channel)
         self.workflows = workflows_pb2_grpc.WorkflowServiceStub(self.channel)
         self.workers = workers_pb2_grpc.WorkerServiceStub(self.channel)
+        self.schedules = schedules_pb2_grpc.ScheduleServiceStub(self.channel)
 
     async def task(self, task_type: str = IDLE_TYPE, start: bool = False) -> tasks_pb2.Task:
         return await self.tasks.CreateTask(
@@ -117,6 +122,20 @@ class Person:
             timeout=CALL_TIMEOUT,
         )
 
+    async def schedule(self) -> schedules_pb2.Schedule:
+        """An hourly schedule of an idle task that ended a minute ago: it
+        never fires on its own, but has a past a backfill would fire."""
+        return await self.schedules.CreateSchedule(
+            schedules_pb2.CreateScheduleRequest(
+                name=f"{self.user.username}'s schedule",
+                cron="@hourly",
+                task=tasks_pb2.CreateTaskRequest(type=IDLE_TYPE),
+                end_at=stamp(datetime.now(UTC) - timedelta(minutes=1)),
+            ),
+            metadata=self.metadata,
+            timeout=CALL_TIMEOUT,
+        )
+
     async def api_token(self, scope: str) -> auth_pb2.CreateApiTokenResponse:
         return await self.auth.CreateApiToken(
             auth_pb2.CreateApiTokenRequest(name=f"{scope}-token", scope=scope),
@@ -150,6 +169,12 @@ def definition() -> workflows_pb2.WorkflowDefinition:
 
 def bearer(token: str) -> Metadata:
     return (("authorization", f"Bearer {token}"),)
+
+
+def stamp(value: datetime) -> timestamp_pb2.Timestamp:
+    message = timestamp_pb2.Timestamp()
+    message.FromDatetime(value)
+    return message
 
 
 @pytest.fixture
@@ -197,6 +222,7 @@ class Belongings:
     task: tasks_pb2.Task
     workflow: workflows_pb2.Workflow
     run: workflows_pb2.WorkflowRun
+    schedule: schedules_pb2.Schedule
     token: auth_pb2.CreateApiTokenResponse
     user: auth_pb2.User
 
@@ -205,6 +231,7 @@ class Belongings:
             "task": self.task.id,
             "workflow": self.workflow.id,
             "run": self.run.id,
+            "schedule": self.schedule.id,
             "token": self.token.api_token.id,
             "user": self.user.id,
         }
@@ -217,6 +244,7 @@ async def belongings(alice: Person) -> Belongings:
         task=await alice.task(),
         workflow=workflow,
         run=await alice.run(workflow.id),
+        schedule=await alice.schedule(),
         token=await alice.api_token("api"),
         user=alice.user,
     )
@@ -257,6 +285,13 @@ class Probe:
     kind: str  # which of A's ids goes in
     request: Callable[[str], Message]
     expected: grpc.StatusCode = grpc.StatusCode.NOT_FOUND
+
+
+def _backfill(rid: str) -> schedules_pb2.BackfillScheduleRequest:
+    now = datetime.now(UTC)
+    return schedules_pb2.BackfillScheduleRequest(
+        id=rid, start_at=stamp(now - timedelta(days=1)), end_at=stamp(now)
+    )
 
 
 PROBES: dict[str, Probe] = {
@@ -314,6 +349,39 @@ PROBES: dict[str, Probe] = {
         _by_id(auth_pb2.ResetPasswordRequest, new_password="taken-over-password"),
         grpc.StatusCode.PERMISSION_DENIED,
     ),
+    # Another's workflow is no workflow of the schedule's owner, as a missing one.
+    "ScheduleService.CreateSchedule": Probe(
+        "workflow",
+        lambda rid: schedules_pb2.CreateScheduleRequest(
+            name="on someone else's workflow", interval_seconds=60, workflow_id=rid
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ),
+    "ScheduleService.GetSchedule": Probe("schedule", _by_id(schedules_pb2.GetScheduleRequest)),
+    "ScheduleService.UpdateSchedule": Probe(
+        "schedule",
+        lambda rid: schedules_pb2.UpdateScheduleRequest(
+            id=rid,
+            schedule=schedules_pb2.CreateScheduleRequest(
+                name="taken over",
+                interval_seconds=1,
+                task=tasks_pb2.CreateTaskRequest(type=IDLE_TYPE),
+            ),
+        ),
+    ),
+    "ScheduleService.DeleteSchedule": Probe(
+        "schedule", _by_id(schedules_pb2.DeleteScheduleRequest)
+    ),
+    "ScheduleService.PauseSchedule": Probe(
+        "schedule", _by_id(schedules_pb2.PauseScheduleRequest, note="mine now")
+    ),
+    "ScheduleService.ResumeSchedule": Probe(
+        "schedule", _by_id(schedules_pb2.ResumeScheduleRequest, note="mine now")
+    ),
+    "ScheduleService.TriggerSchedule": Probe(
+        "schedule", _by_id(schedules_pb2.TriggerScheduleRequest)
+    ),
+    "ScheduleService.BackfillSchedule": Probe("schedule", _backfill),
 }
 ID_TAKING = id_taking_methods()
 
@@ -387,6 +455,14 @@ async def snapshot(alice: Person, things: Belongings) -> dict[str, Any]:
     tasks = await alice.tasks.ListTasks(
         tasks_pb2.ListTasksRequest(), metadata=alice.metadata, timeout=CALL_TIMEOUT
     )
+    schedule = await alice.schedules.GetSchedule(
+        schedules_pb2.GetScheduleRequest(id=things.schedule.id),
+        metadata=alice.metadata,
+        timeout=CALL_TIMEOUT,
+    )
+    schedules = await alice.schedules.ListSchedules(
+        schedules_pb2.ListSchedulesRequest(), metadata=alice.metadata, timeout=CALL_TIMEOUT
+    )
     return {
         "task": await alice.get_task(things.task.id),
         "tasks": tasks,
@@ -394,6 +470,8 @@ async def snapshot(alice: Person, things: Belongings) -> dict[str, Any]:
         "workflows": versions,
         "run": run,
         "runs": runs,
+        "schedule": schedule,
+        "schedules": schedules,
         "tokens": tokens,
     }
 
@@ -404,6 +482,7 @@ async def test_a_strangers_id_answers_like_a_missing_one_and_changes_nothing(
     before = await snapshot(alice, belongings)
     assert before["task"].status == tasks_pb2.TASK_STATUS_PENDING
     assert before["run"].status == workflows_pb2.WORKFLOW_RUN_STATUS_RUNNING
+    assert not before["schedule"].paused and not before["schedule"].HasField("last_fired_at")
     ids = belongings.ids()
     # The run's own node task is A's too.
     node_task_id = before["run"].nodes[0].task_id
@@ -467,6 +546,23 @@ async def test_the_admin_may_do_what_a_stranger_may_not(
         timeout=CALL_TIMEOUT,
     )
     assert cancelled.status == tasks_pb2.TASK_STATUS_CANCELLED
+    # The schedule's past is there to fire, as Alice's.
+    end = belongings.schedule.end_at.ToDatetime(tzinfo=UTC)
+    backfilled = await admin.schedules.BackfillSchedule(
+        schedules_pb2.BackfillScheduleRequest(
+            id=belongings.schedule.id, start_at=stamp(end - timedelta(hours=3)), end_at=stamp(end)
+        ),
+        metadata=admin.metadata,
+        timeout=CALL_TIMEOUT,
+    )
+    assert len(backfilled.fires) == 3
+    assert (await alice.get_task(backfilled.fires[0].task_id)).owner_id == alice.user.id
+    paused = await admin.schedules.PauseSchedule(
+        schedules_pb2.PauseScheduleRequest(id=belongings.schedule.id, note="admin"),
+        metadata=admin.metadata,
+        timeout=CALL_TIMEOUT,
+    )
+    assert (paused.paused, paused.owner_id) == (True, alice.user.id)
 
 
 async def test_admin_only_methods_refuse_members(
@@ -588,6 +684,14 @@ async def everything_listed(person: Person) -> dict[str, set[str]]:
             ),
             "api_tokens",
         ),
+        "schedules": await pages(
+            lambda t: person.schedules.ListSchedules(
+                schedules_pb2.ListSchedulesRequest(page_size=200, page_token=t),
+                metadata=md,
+                timeout=10,
+            ),
+            "schedules",
+        ),
     }
 
 
@@ -599,6 +703,7 @@ async def own_things(person: Person) -> dict[str, set[str]]:
         "workflows": {workflow.id},
         "runs": {run.id},
         "tokens": {(await person.api_token("api")).api_token.id},
+        "schedules": {(await person.schedule()).id},
     }
 
 
