@@ -120,6 +120,16 @@ class WorkerSession:
         return self.in_flight.get(task_id) == fencing_token
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """What a claim asked for and got, as of `at` (its transaction's time:
+    tasks that became claimable later were not for it to see)."""
+
+    refill: Refill
+    tasks: list[Task]
+    at: datetime
+
+
 def _refill(sessions: Sequence[WorkerSession], free: Callable[[WorkerSession], int]) -> Refill:
     """A claim for sessions of one kind (see `_kind`), `free(session)` slots
     each (a draining one takes nothing)."""
@@ -163,6 +173,7 @@ class Dispatcher:
         )
         self._sessions: dict[str, WorkerSession] = {}
         self._wake = asyncio.Event()
+        self._woken_at = utcnow()
         # Held tasks that changed on another replica, for the recheck loop.
         self._changed: set[str] = set()
         self._changed_wake = asyncio.Event()
@@ -177,6 +188,7 @@ class Dispatcher:
         """Tasks may have been queued: every worker may find some again."""
         for session in self._sessions.values():
             session.starved = False
+        self._woken_at = utcnow()
         self._wake.set()
 
     def wake_at(self, when: datetime) -> None:
@@ -220,33 +232,37 @@ class Dispatcher:
         for session in sessions:
             session.claiming = True
 
-        async def claim(tx: Changes) -> tuple[Refill, list[Task]]:
+        async def claim(tx: Changes) -> Claimed:
             # Free slots counted once the transaction holds the database: a
             # revocation committed before has drained its sessions by then.
             refill = _refill(sessions, lambda s: s.free if s.id in self._sessions else 0)
-            return refill, await self.attempts.claim(tx, refill)
+            return Claimed(refill, await self.attempts.claim(tx, refill), tx.now)
 
         try:
-            refill, claimed = await self._journal.transact(claim)
+            claimed = await self._journal.transact(claim)
         except (Unavailable, Aborted) as failure:
             # The poll, or the next wake, tries again.
             log.warning("no tasks claimed this round: %s", failure.message)
             return
         finally:
             self._claimed(sessions)
-        self._deal(sessions, refill, claimed)
+        self._deal(sessions, claimed)
 
-    def _deal(self, sessions: Sequence[WorkerSession], refill: Refill, claimed: list[Task]) -> None:
+    def _deal(self, sessions: Sequence[WorkerSession], claimed: Claimed) -> None:
         """Claimed tasks to their workers; a claim that found less than it
-        asked for starves its workers until tasks are queued again."""
-        asked = sum(count for _, count in refill.slots)
-        if asked and len(claimed) == asked:
+        asked for starves its workers until tasks are queued again, unless
+        a wake came since its transaction's time (a task queued meanwhile, a
+        start time come): the claim could not see what that wake announced."""
+        asked = sum(count for _, count in claimed.refill.slots)
+        got = len(claimed.tasks)
+        if asked and got == asked:
             self._wake.set()  # there may be more
+        starve = asked and got < asked and self._woken_at < claimed.at
         by_worker: defaultdict[str, list[Task]] = defaultdict(list)
-        for task in claimed:
+        for task in claimed.tasks:
             by_worker[task.worker_id or ""].append(task)
         for session in sessions:
-            if asked and len(claimed) < asked:
+            if starve:
                 session.starved = True
             self._hand_out(session, by_worker.get(session.id, []))
 
@@ -284,15 +300,12 @@ class Dispatcher:
                 session.claiming = True
             changes.after_rollback.append(functools.partial(self._claimed, sessions))
             refill = _refill(sessions, lambda s: s.free)
-            claimed = await self.attempts.claim(changes, refill)
-            hand_over = functools.partial(self._hand_over, sessions, refill, claimed)
-            changes.after_commit.append(hand_over)
+            claimed = Claimed(refill, await self.attempts.claim(changes, refill), changes.now)
+            changes.after_commit.append(functools.partial(self._hand_over, sessions, claimed))
 
-    def _hand_over(
-        self, sessions: Sequence[WorkerSession], refill: Refill, claimed: list[Task]
-    ) -> None:
+    def _hand_over(self, sessions: Sequence[WorkerSession], claimed: Claimed) -> None:
         self._claimed(sessions)
-        self._deal(sessions, refill, claimed)
+        self._deal(sessions, claimed)
 
     @staticmethod
     def _claimed(sessions: Sequence[WorkerSession]) -> None:
@@ -388,11 +401,11 @@ class Dispatcher:
             self._free(session, report.task_id, report.fencing_token)
             session.outbound.put_nowait(Reject(report.task_id, report.fencing_token, reason))
         if refilled is not None:
-            self._deal([session], *refilled)
+            self._deal([session], refilled)
 
     async def _record(
         self, tx: Changes, *, session: WorkerSession, batch: list[Report], refill: bool
-    ) -> tuple[list[tuple[Report, str]], tuple[Refill, list[Task]] | None]:
+    ) -> tuple[list[tuple[Report, str]], Claimed | None]:
         """The body of `_apply`'s transaction: the refusals, and the refill's
         claim if there was one."""
         refused: list[tuple[Report, str]] = []
@@ -414,7 +427,7 @@ class Dispatcher:
         ending += [r for r, _ in refused if not isinstance(r, Heartbeat)]
         freed = {r.task_id for r in ending if session.holds(r.task_id, r.fencing_token)}
         slots = _refill([session], lambda s: s.slots - len(s.in_flight.keys() - freed))
-        return refused, (slots, await self.attempts.claim(tx, slots))
+        return refused, Claimed(slots, await self.attempts.claim(tx, slots), tx.now)
 
     def _free(self, session: WorkerSession, task_id: str, fencing_token: int) -> None:
         """The slot is free again; the dispatch loop may fill it (unless the
