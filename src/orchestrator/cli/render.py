@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.table import Table
@@ -29,6 +29,19 @@ STATUS_STYLES = {
     "QUEUED": "blue",
     "PENDING": "dim",
 }
+
+
+T = TypeVar("T")
+
+
+async def first(items: AsyncIterator[T], limit: int) -> list[T]:
+    """The first `limit` items of a listing that pages on as it is read."""
+    found: list[T] = []
+    async for item in items:
+        found.append(item)
+        if len(found) >= limit:
+            break
+    return found
 
 
 def json_document(value: Any) -> None:

@@ -139,11 +139,9 @@ def runs(
     async def command(client: Client) -> None:
         names = {w.id: w.name async for w in client.workflows.list_all()}
         workflow_id = (await client.workflows.find(workflow)).id if workflow else ""
-        found: list[WorkflowRun] = []
-        async for item in client.runs.list_all(workflow_id=workflow_id, status=status):
-            found.append(item)
-            if len(found) >= limit:
-                break
+        found = await render.first(
+            client.runs.list_all(workflow_id=workflow_id, status=status), limit
+        )
         if output is OutputFormat.JSON:
             render.json_document(found)
             return

@@ -156,11 +156,7 @@ def list_schedules(limit: Limit = 50, url: Url = None, output: Output = OutputFo
     """List schedules with their next fire times."""
 
     async def command(client: Client) -> None:
-        found: list[Schedule] = []
-        async for schedule in client.schedules.list_all():
-            found.append(schedule)
-            if len(found) >= limit:
-                break
+        found = await render.first(client.schedules.list_all(), limit)
         if output is OutputFormat.JSON:
             render.json_document(found)
             return

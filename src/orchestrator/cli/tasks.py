@@ -186,11 +186,9 @@ def list_tasks(
     async def command(client: Client) -> None:
         if label:
             inputs.label(label)
-        found: list[Task] = []
-        async for task in client.tasks.list_all(status=status, type=type, label=label):
-            found.append(task)
-            if len(found) >= limit:
-                break
+        found = await render.first(
+            client.tasks.list_all(status=status, type=type, label=label), limit
+        )
         if output is OutputFormat.JSON:
             render.json_document(found)
             return

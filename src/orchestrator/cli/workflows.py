@@ -108,11 +108,7 @@ def list_workflows(limit: Limit = 50, url: Url = None, output: Output = OutputFo
     """List workflows (their latest versions), newest first."""
 
     async def command(client: Client) -> None:
-        found: list[Workflow] = []
-        async for workflow in client.workflows.list_all():
-            found.append(workflow)
-            if len(found) >= limit:
-                break
+        found = await render.first(client.workflows.list_all(), limit)
         if output is OutputFormat.JSON:
             render.json_document(found)
             return
