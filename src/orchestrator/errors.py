@@ -46,6 +46,13 @@ class InvalidArgument(OrchestratorError):
     def field(cls, field: str, description: str) -> InvalidArgument:
         return cls(violations=[FieldViolation(field, description)])
 
+    def under(self, prefix: str) -> InvalidArgument:
+        """The same problems, named as fields of a message within the
+        request (`tasks[3].`, `schedule.`)."""
+        return InvalidArgument(
+            violations=[FieldViolation(prefix + v.field, v.description) for v in self.violations]
+        )
+
 
 class NotFound(OrchestratorError):
     """Not found."""

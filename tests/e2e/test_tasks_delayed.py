@@ -169,6 +169,28 @@ async def test_not_before_and_delay_together_are_refused(admin: Client) -> None:
     negative = await refused(admin.create("echo", start=True, delay=delay(-1)))
     assert negative.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert fields_of(negative) == ["delay"]
+    # Durations reach 10,000 years; a start time that far off is no datetime.
+    for seconds in (315_576_000_000, 101 * 366 * 86_400):
+        too_far = await refused(
+            admin.create("echo", start=True, delay=duration_pb2.Duration(seconds=seconds))
+        )
+        assert too_far.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert fields_of(too_far) == ["delay"]
+    batch = await refused(
+        admin.tasks.CreateTasks(
+            tasks_pb2.CreateTasksRequest(
+                tasks=[
+                    tasks_pb2.CreateTaskRequest(type="echo", start=True),
+                    tasks_pb2.CreateTaskRequest(type="echo", start=True, delay=delay(-1)),
+                    tasks_pb2.CreateTaskRequest(type="echo", not_before=soon, delay=delay(1)),
+                ]
+            ),
+            metadata=admin.metadata,
+            timeout=CALL_TIMEOUT,
+        )
+    )
+    assert batch.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert fields_of(batch) == ["tasks[1].delay", "tasks[2].delay"]
     # Nothing was written.
     assert await admin.list_ids() == []
 

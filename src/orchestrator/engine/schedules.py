@@ -292,10 +292,3 @@ def _workflow_gone(schedule_id: str) -> FailedPrecondition:
     return FailedPrecondition(
         f"schedule {schedule_id}'s workflow was deleted: the schedule is paused"
     )
-
-
-def under(prefix: str, invalid: InvalidArgument) -> InvalidArgument:
-    """The same problems, named as fields of a message within the request."""
-    return InvalidArgument(
-        violations=[FieldViolation(prefix + v.field, v.description) for v in invalid.violations]
-    )

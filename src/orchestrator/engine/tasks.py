@@ -104,10 +104,7 @@ class TaskEngine:
             try:
                 check_new_task(new, self._max_payload)
             except InvalidArgument as invalid:
-                problems += [
-                    FieldViolation(f"tasks[{index}].{v.field}", v.description)
-                    for v in invalid.violations
-                ]
+                problems += invalid.under(f"tasks[{index}].").violations
         if problems:
             raise InvalidArgument(violations=problems)
         rows = [task_store.NewRow(caller.user_id, new) for new in news]

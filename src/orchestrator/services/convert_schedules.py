@@ -7,7 +7,6 @@ from datetime import datetime
 
 from google.protobuf import timestamp_pb2
 
-from orchestrator.engine.schedules import under
 from orchestrator.errors import InvalidArgument
 from orchestrator.model import NewTask, Overlap, Schedule, ScheduleFire, ScheduleSpec
 from orchestrator.proto import schedules_pb2, tasks_pb2
@@ -51,7 +50,7 @@ def _template(
     try:
         task = new_task(request, default_max_attempts, now)
     except InvalidArgument as invalid:
-        raise under("task.", invalid) from None
+        raise invalid.under("task.") from None
     return dataclasses.replace(task, start=True)
 
 

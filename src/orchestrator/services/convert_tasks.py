@@ -16,7 +16,7 @@ from orchestrator.model import (
     TaskStatus,
     WaitReason,
 )
-from orchestrator.proto import tasks_pb2
+from orchestrator.proto import tasks_pb2, workflows_pb2
 from orchestrator.services.convert import (
     domain_enum,
     from_struct,
@@ -38,17 +38,26 @@ def status_domain(value: tasks_pb2.TaskStatus.ValueType) -> TaskStatus | None:
     return domain_enum(tasks_pb2.TaskStatus, value, TaskStatus)
 
 
+# A Duration may span 10,000 years; a start time must stay a datetime.
+MAX_DELAY = timedelta(days=100 * 366)
+
+
 def start_time(
-    not_before: datetime | None, delay: timedelta | None, now: datetime, prefix: str = ""
+    request: tasks_pb2.CreateTaskRequest | workflows_pb2.ExecuteWorkflowRequest, now: datetime
 ) -> datetime | None:
-    """The time asked for, as `not_before` or as a `delay` from now."""
-    if delay is None:
+    """The time a request asks to start at: its `not_before`, or its
+    `delay` from now."""
+    not_before = from_timestamp(request, "not_before")
+    if not request.HasField("delay"):
         return not_before
     if not_before is not None:
-        raise InvalidArgument.field(prefix + "delay", "give not_before or delay, not both")
-    if delay < timedelta(0):
-        raise InvalidArgument.field(prefix + "delay", "must not be negative")
-    return now + delay
+        raise InvalidArgument.field("delay", "give not_before or delay, not both")
+    delay = request.delay
+    if delay.seconds < 0 or delay.nanos < 0:
+        raise InvalidArgument.field("delay", "must not be negative")
+    if delay.seconds > MAX_DELAY.total_seconds():
+        raise InvalidArgument.field("delay", f"must be at most {MAX_DELAY.days} days")
+    return now + delay.ToTimedelta()
 
 
 def concurrency_domain(
@@ -83,11 +92,7 @@ def new_task(
         max_attempts=request.max_attempts or default_max_attempts,
         timeout_seconds=request.timeout_seconds,
         idempotency_key=request.idempotency_key or None,
-        not_before=start_time(
-            from_timestamp(request, "not_before"),
-            request.delay.ToTimedelta() if request.HasField("delay") else None,
-            now,
-        ),
+        not_before=start_time(request, now),
         concurrency=concurrency_domain(
             request.concurrency_key, request.concurrency_limit, request.concurrency_strategy
         ),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from orchestrator.model import (
     ConcurrencyStrategy,
     Definition,
@@ -19,17 +17,11 @@ from orchestrator.proto import tasks_pb2, workflows_pb2
 from orchestrator.services.convert import (
     domain_enum,
     from_struct,
-    from_timestamp,
     struct,
     timestamp,
     wire_enum,
 )
-from orchestrator.services.convert_tasks import PERIOD_SECONDS, PERIOD_WIRE, start_time
-
-
-def run_start_time(request: workflows_pb2.ExecuteWorkflowRequest, now: datetime) -> datetime | None:
-    delay = request.delay.ToTimedelta() if request.HasField("delay") else None
-    return start_time(from_timestamp(request, "not_before"), delay, now)
+from orchestrator.services.convert_tasks import PERIOD_SECONDS, PERIOD_WIRE
 
 
 def definition_domain(message: workflows_pb2.WorkflowDefinition) -> Definition:

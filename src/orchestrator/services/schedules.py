@@ -8,7 +8,7 @@ from grpc import aio
 
 from orchestrator.auth import identity
 from orchestrator.engine.schedule_times import upcoming
-from orchestrator.engine.schedules import ScheduleEngine, under
+from orchestrator.engine.schedules import ScheduleEngine
 from orchestrator.errors import InvalidArgument
 from orchestrator.model import Schedule, ScheduleSpec
 from orchestrator.proto import schedules_pb2, schedules_pb2_grpc
@@ -64,7 +64,7 @@ class ScheduleService(schedules_pb2_grpc.ScheduleServiceServicer):
             schedule = await self._engine.update(identity.current(), request.id, spec)
         except InvalidArgument as invalid:
             # The spec's fields sit under `schedule` in this request.
-            raise under("schedule.", invalid) from None
+            raise invalid.under("schedule.") from None
         return _message(schedule)
 
     async def DeleteSchedule(

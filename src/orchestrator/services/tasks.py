@@ -10,7 +10,7 @@ from grpc import aio
 from orchestrator.auth import identity
 from orchestrator.engine.tasks import TaskEngine, TaskFilter
 from orchestrator.engine.waiting import WaitReasons
-from orchestrator.errors import InvalidArgument
+from orchestrator.errors import FieldViolation, InvalidArgument
 from orchestrator.model import NewTask
 from orchestrator.proto import tasks_pb2, tasks_pb2_grpc
 from orchestrator.services.convert import from_struct
@@ -73,7 +73,15 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
     async def CreateTasks(
         self, request: tasks_pb2.CreateTasksRequest, context: Context
     ) -> tasks_pb2.CreateTasksResponse:
-        news = [self._new_task(item) for item in request.tasks]
+        news: list[NewTask] = []
+        problems: list[FieldViolation] = []
+        for index, item in enumerate(request.tasks):
+            try:
+                news.append(self._new_task(item))
+            except InvalidArgument as invalid:
+                problems += invalid.under(f"tasks[{index}].").violations
+        if problems:
+            raise InvalidArgument(violations=problems)
         created = await self._engine.create_many(identity.current(), news)
         return tasks_pb2.CreateTasksResponse(tasks=[task_message(t) for t in created])
 

@@ -11,11 +11,11 @@ from orchestrator.auth import identity
 from orchestrator.engine.workflows import WorkflowEngine
 from orchestrator.proto import workflows_pb2, workflows_pb2_grpc
 from orchestrator.services.convert import from_struct
+from orchestrator.services.convert_tasks import start_time
 from orchestrator.services.convert_workflows import (
     definition_domain,
     event_message,
     run_message,
-    run_start_time,
     run_status_domain,
     workflow_message,
 )
@@ -89,7 +89,7 @@ class WorkflowService(workflows_pb2_grpc.WorkflowServiceServicer):
             request.workflow_id,
             request.version,
             from_struct(request.input),
-            not_before=run_start_time(request, utcnow()),
+            not_before=start_time(request, utcnow()),
         )
         events = self._engine.follow(caller, run.id, 0)
         async for event in self._streams.guard(caller, events):
