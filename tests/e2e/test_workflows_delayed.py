@@ -217,3 +217,9 @@ async def test_a_key_that_fails_at_run_time_fails_its_node(
     numbered = await read_rest(start_call(flows, workflow.id, {"customer": 7}))
     run = await flows.run(numbered[0].run_id)
     assert "not a string" in nodes_of(run)["a"].error
+    # A NUL is fine in an input string but not in a key: the node fails
+    # (on PostgreSQL the insert would have refused the whole transaction).
+    nul = await read_rest(start_call(flows, workflow.id, {"customer": "a\u0000b"}))
+    assert kinds(nul)[-1] == "RUN_FAILED"
+    run = await flows.run(nul[0].run_id)
+    assert "NUL" in nodes_of(run)["a"].error

@@ -363,4 +363,8 @@ def _name(expression: Expression, scope: dict[str, Any]) -> str:
         raise ExpressionError(
             f"{expression.source!r}: yielded {value!r}, not a string of 1 to {MAX_KEY} characters"
         )
+    # A run's input may hold NUL in its strings; a key column cannot (PostgreSQL
+    # refuses the whole transaction), and requests refuse it in keys as well.
+    if "\x00" in value:
+        raise ExpressionError(f"{expression.source!r}: yielded a string holding NUL")
     return value
