@@ -6,6 +6,11 @@ go to stderr.
 
     python -m bench.claim [--backlog 300000] [--rare 5] [--claims 200]
                           [--warmup 10] [--slots 10] [--database sqlite|postgres]
+                          [--delayed]
+
+With `--delayed` the backlog waits for a start time a week away, and
+`--rare` tasks of the common type that may start now stand behind it: what
+a claim pays to look past tasks that are queued but not yet due.
 
 Exit codes: 0 success (the JSON line was printed), 1 the run failed, 2 bad
 arguments, 130 interrupted. See bench/README.md.
@@ -24,7 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,6 +62,7 @@ class Args:
     warmup: int
     slots: int
     database: str
+    delayed: bool
 
 
 class _RolledBack(Exception):
@@ -71,10 +77,11 @@ def parse(argv: Sequence[str]) -> Args:
     parser.add_argument("--warmup", type=int, default=10, help="claims first run, not counted")
     parser.add_argument("--slots", type=int, default=10)
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--delayed", action="store_true", help="the backlog starts in a week")
     ns = parser.parse_args(argv)
     if min(ns.backlog, ns.rare, ns.claims, ns.slots) < 1 or ns.warmup < 0:
         parser.error("--backlog, --rare, --claims and --slots must be at least 1")
-    return Args(ns.backlog, ns.rare, ns.claims, ns.warmup, ns.slots, ns.database)
+    return Args(ns.backlog, ns.rare, ns.claims, ns.warmup, ns.slots, ns.database, ns.delayed)
 
 
 @contextmanager
@@ -99,12 +106,15 @@ async def fill(db: Database, args: Args) -> None:
     common type's tasks are all ahead of the rare ones in dispatch order."""
     async with db.write() as conn:
         owner = await user_store.create(conn, "bench", "unused-hash", "member")
-    for kind, count in ((COMMON, args.backlog), (RARE, args.rare)):
+    later = utcnow() + timedelta(days=7) if args.delayed else None
+    parts = [(COMMON, args.backlog, later), (RARE, args.rare, None)]
+    if args.delayed:
+        parts.append((COMMON, args.rare, None))
+    for kind, count, not_before in parts:
+        new = NewTask(title="t", type=kind, input={}, start=True, not_before=not_before)
         for start in range(0, count, _FILL_CHUNK):
-            rows = [
-                task_store.NewRow(owner.id, NewTask(title="t", type=kind, input={}, start=True))
-                for _ in range(min(_FILL_CHUNK, count - start))
-            ]
+            size = min(_FILL_CHUNK, count - start)
+            rows = [task_store.NewRow(owner.id, new) for _ in range(size)]
             async with db.write() as conn:
                 await task_store.insert_many(conn, rows, utcnow())
     if db.dialect == "postgresql":
@@ -219,6 +229,7 @@ def measure(args: Args) -> dict[str, Any]:
         "claims": args.claims,
         "warmup": args.warmup,
         "slots": args.slots,
+        "delayed": args.delayed,
         "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
         **results,
         "load_average": {

@@ -137,7 +137,18 @@ tasks = Table(
     # each of its types (see store/claiming.py) instead of sorting the
     # whole queue (which made a backlog of N tasks cost N² to drain) or
     # walking past another type's backlog.
-    Index("ix_tasks_dispatch_order_by_type", "status", "type", "dispatch_rank", "queued_at", "id"),
+    # available_at comes last: it orders nothing, but a claim reads it from the
+    # index, so tasks not yet due (a start time, a retry's backoff) are passed
+    # over without reading their rows.
+    Index(
+        "ix_tasks_dispatch_order_by_type",
+        "status",
+        "type",
+        "dispatch_rank",
+        "queued_at",
+        "id",
+        "available_at",
+    ),
     Index(None, "status", "created_at"),
     # Retention: the oldest finished first.
     Index(None, "finished_at"),

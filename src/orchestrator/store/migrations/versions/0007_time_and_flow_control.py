@@ -32,6 +32,12 @@ def upgrade() -> None:
         sa.Column("scheduled_at", _TIME, nullable=True),
     ):
         op.add_column("tasks", column)
+    op.drop_index("ix_tasks_dispatch_order_by_type", table_name="tasks")
+    op.create_index(
+        "ix_tasks_dispatch_order_by_type",
+        "tasks",
+        ["status", "type", "dispatch_rank", "queued_at", "id", "available_at"],
+    )
     op.create_index(
         "ix_tasks_owner_id_concurrency_key_status",
         "tasks",
@@ -108,6 +114,12 @@ def downgrade() -> None:
             batch.drop_column(name)
     op.drop_index("ix_tasks_schedule_id_scheduled_at", table_name="tasks")
     op.drop_index("ix_tasks_owner_id_concurrency_key_status", table_name="tasks")
+    op.drop_index("ix_tasks_dispatch_order_by_type", table_name="tasks")
+    op.create_index(
+        "ix_tasks_dispatch_order_by_type",
+        "tasks",
+        ["status", "type", "dispatch_rank", "queued_at", "id"],
+    )
     with op.batch_alter_table("tasks") as batch:
         for name in (
             "scheduled_at",
