@@ -46,6 +46,8 @@ class Settings(BaseSettings):
 
     host: Annotated[str, _env("ORCHESTRATOR_HOST")] = "0.0.0.0"
     port: Annotated[int, _env("ORCHESTRATOR_PORT"), Field(ge=0, le=65535)] = 50051
+    # The HTTP listener (metrics, dashboard), on `host`; None: off, 0: any free port.
+    http_port: Annotated[int | None, _env("ORCHESTRATOR_HTTP_PORT"), Field(ge=0, le=65535)] = None
     database_url: Annotated[str, _env("DATABASE_URL")] = "sqlite:./orchestrator.db"
     jwt_secret: Annotated[SecretStr, _env("JWT_SECRET")] = SecretStr(DEFAULT_JWT_SECRET)
     jwt_expiration_seconds: Annotated[int, _env("JWT_EXPIRATION_SECONDS"), Field(gt=0)] = 3600
@@ -144,6 +146,13 @@ class Settings(BaseSettings):
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         return f"{host}:{self.port}"
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        """(host, port) of the HTTP listener, None when it is off."""
+        if self.http_port is None:
+            return None
+        return self.host.removeprefix("[").removesuffix("]"), self.http_port
 
     @property
     def uses_default_jwt_secret(self) -> bool:
