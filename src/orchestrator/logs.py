@@ -1,16 +1,51 @@
 """Logging set-up: one line per record, as text for people or JSON for
-collectors. Fields passed through `extra=` appear in both."""
+collectors. Fields passed through `extra=` appear in both, and so do the
+correlation ids: `trace_id`/`span_id` of the active span, and the
+`task_id`, `run_id`, `worker_id` bound around the work (`bound`)."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from orchestrator import tracing
+
 # Attributes every LogRecord has; anything else came in through `extra=`.
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+_bound: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar(
+    "log_ids", default=()
+)
+
+
+@contextlib.contextmanager
+def bound(**ids: str | None) -> Iterator[None]:
+    """Every record logged within (in this task, and in tasks it starts)
+    carries these ids, unless the call's `extra=` gives its own."""
+    merged = dict(_bound.get()) | {k: v for k, v in ids.items() if v}
+    token = _bound.set(tuple(merged.items()))
+    try:
+        yield
+    finally:
+        _bound.reset(token)
+
+
+class Correlation(logging.Filter):
+    """Puts the correlation ids on each record. A filter on the handler,
+    so records of every logger get them, the caller's own `extra=` first."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in (*_bound.get(), *tracing.ids().items()):
+            if key not in record.__dict__:
+                setattr(record, key, value)
+        return True
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -48,6 +83,7 @@ class TextFormatter(logging.Formatter):
 def configure(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(Correlation())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
