@@ -8,6 +8,7 @@ import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc import aio
@@ -16,6 +17,7 @@ from grpc_health.v1 import health_pb2 as grpc_health_pb2
 from grpc_health.v1 import health_pb2_grpc as grpc_health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from orchestrator import tracing
 from orchestrator.auth import AuthGate, JwtManager
 from orchestrator.auth.passwords import LoginQueue
 from orchestrator.config import Settings
@@ -48,6 +50,9 @@ from orchestrator.services.tasks import TaskService
 from orchestrator.services.workers import WorkerService
 from orchestrator.services.workflows import WorkflowService
 from orchestrator.store import Database, upgrade
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("orchestrator.server")
 
@@ -106,9 +111,11 @@ class Server:
         self._health: HealthService | None = None
         self._engine: Engine | None = None
         self._grpc_health: StandardHealth | None = None
+        self._tracing: TracerProvider | None = None
 
     async def start(self) -> int:
         settings = self.settings
+        self._tracing = tracing.configure("orchestrator")
         if settings.uses_default_jwt_secret:
             log.warning(
                 "JWT_SECRET is the built-in development secret: anyone can forge tokens. "
@@ -147,7 +154,11 @@ class Server:
             )
 
         server = aio.server(
-            interceptors=[ErrorInterceptor(), AuthGate(accounts.authenticate)],
+            interceptors=[
+                *tracing.server_interceptors(self._tracing),
+                ErrorInterceptor(),
+                AuthGate(accounts.authenticate),
+            ],
             options=SERVER_OPTIONS,
         )
         self._health = HealthService(database, self._shutdown, settings.replica_id)
@@ -229,6 +240,10 @@ class Server:
         if self._database is not None:
             await self._database.close()
             log.info("shutdown: database closed")
+        if self._tracing is not None:
+            # Exports what is still buffered; it blocks on the collector.
+            await asyncio.to_thread(self._tracing.shutdown)
+            log.info("shutdown: traces flushed")
 
 
 def _credentials(settings: Settings) -> grpc.ServerCredentials | None:

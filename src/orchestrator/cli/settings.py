@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from orchestrator import tracing
 from orchestrator.cli import exits
 from orchestrator.config import ConfigError, Settings, load_settings
 from orchestrator.logs import configure as configure_logging
@@ -15,6 +16,7 @@ def settings_or_exit() -> Settings:
     """The settings, or one line on stderr naming the bad variable and exit 2."""
     try:
         settings = load_settings()
+        tracing.exporter_names()  # OTEL_TRACES_EXPORTER names one that is installed
     except ConfigError as exc:
         print(f"orchestrator: {exc}", file=sys.stderr)
         raise typer.Exit(exits.USAGE) from None
