@@ -24,6 +24,7 @@ from orchestrator.config import Settings
 from orchestrator.engine.accounts import Accounts
 from orchestrator.engine.credentials import CredentialWatch
 from orchestrator.engine.runtime import Engine
+from orchestrator.engine.status import StatusReader
 from orchestrator.engine.throttle import LoginThrottle
 from orchestrator.engine.waiting import WaitReasons
 from orchestrator.proto import (
@@ -33,6 +34,8 @@ from orchestrator.proto import (
     health_pb2_grpc,
     schedules_pb2,
     schedules_pb2_grpc,
+    status_pb2,
+    status_pb2_grpc,
     tasks_pb2,
     tasks_pb2_grpc,
     workers_pb2,
@@ -45,6 +48,7 @@ from orchestrator.services.errors import ErrorInterceptor
 from orchestrator.services.health import HealthService, StandardHealth
 from orchestrator.services.schedules import ScheduleService
 from orchestrator.services.shutdown import Shutdown
+from orchestrator.services.status import StatusService
 from orchestrator.services.streams import Streams
 from orchestrator.services.tasks import TaskService
 from orchestrator.services.workers import WorkerService
@@ -65,6 +69,7 @@ SERVICE_NAMES = tuple(
         (workflows_pb2, "WorkflowService"),
         (workers_pb2, "WorkerService"),
         (schedules_pb2, "ScheduleService"),
+        (status_pb2, "StatusService"),
     )
 )
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -122,7 +127,11 @@ class Server:
                 "Set JWT_SECRET to a long random value before exposing this server."
             )
         log.info("opening database", extra={"dialect": _dialect(settings.database_url)})
-        database = Database(settings.database_url, pool_size=settings.max_connections)
+        database = Database(
+            settings.database_url,
+            pool_size=settings.max_connections,
+            replica_id=settings.replica_id,
+        )
         self._database = database
         if settings.auto_migrate:
             revision = await upgrade(database)
@@ -185,6 +194,9 @@ class Server:
         workers_pb2_grpc.add_WorkerServiceServicer_to_server(
             WorkerService(engine.dispatcher, settings.heartbeat_seconds, settings.lease_seconds),
             server,
+        )
+        status_pb2_grpc.add_StatusServiceServicer_to_server(
+            StatusService(StatusReader(database, engine.dispatcher, settings.replica_id)), server
         )
         self._grpc_health = StandardHealth(self._health, self._shutdown, SERVICE_NAMES)
         grpc_health_pb2_grpc.add_HealthServicer_to_server(self._grpc_health, server)

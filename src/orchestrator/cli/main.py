@@ -87,9 +87,9 @@ CLIENT_PANEL = "Client: for people (tables, live views) and scripts (-o json)"
 
 def _register_client_commands() -> None:
     # `runs` adds run, runs, watch and cancel to the workflow group.
-    from orchestrator.cli import runs, schedules, session, tasks, tokens, users, workflows  # noqa: F401
+    from orchestrator.cli import runs, schedules, session, status, tasks, tokens, users, workflows  # noqa: F401
 
-    for command in (session.login, session.logout, session.whoami):
+    for command in (session.login, session.logout, session.whoami, status.status):
         app.command(rich_help_panel=CLIENT_PANEL)(command)
     app.add_typer(tasks.app, rich_help_panel=CLIENT_PANEL)
     app.add_typer(workflows.app, rich_help_panel=CLIENT_PANEL)

@@ -17,7 +17,7 @@ plain Python values, plus a small blocking facade for scripts.
 Namespaces: `client.tasks`, `client.workflows`, `client.runs` (workflow
 runs), `client.schedules`, `client.users` (admins), `client.tokens` (API
 tokens); on the client itself: `login`, `refresh`, `logout`, `whoami`,
-`health`, `workers`.
+`health`, `workers`, `status` (admins).
 
 Errors are the server's own classes from `orchestrator.errors`
 (`NotFound`, `InvalidArgument` with `.violations`, `Unauthenticated`,
@@ -28,6 +28,7 @@ from orchestrator.client._client import Client
 from orchestrator.client._definitions import WorkflowSpec, definition_from_dict, parse_workflow
 from orchestrator.client._retry import RetryPolicy
 from orchestrator.client._session import Session, SessionFile, config_dir
+from orchestrator.client._status import Queue, Replica, ServerStatus, WaitingTask
 from orchestrator.client._streams import RunStream, TaskStream
 from orchestrator.client._sync import SyncClient
 from orchestrator.client._values import (
@@ -75,10 +76,13 @@ __all__ = [
     "NodeStatus",
     "Overlap",
     "Page",
+    "Queue",
+    "Replica",
     "RetryPolicy",
     "RunStatus",
     "RunStream",
     "Schedule",
+    "ServerStatus",
     "Session",
     "SessionFile",
     "SyncClient",
@@ -89,6 +93,7 @@ __all__ = [
     "TaskStatus",
     "TaskStream",
     "User",
+    "WaitingTask",
     "WhoAmI",
     "Workflow",
     "WorkflowEvent",

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 
 from orchestrator.channel import DEFAULT_URL, ClientTls, tls_from_env
-from orchestrator.client import _convert
+from orchestrator.client import _convert, _status
 from orchestrator.client._accounts import Tokens, Users
 from orchestrator.client._credentials import Credentials
 from orchestrator.client._retry import STREAMS, RetryPolicy
 from orchestrator.client._runs import Runs
 from orchestrator.client._schedules import Schedules
 from orchestrator.client._session import Session, SessionFile
+from orchestrator.client._status import ServerStatus
 from orchestrator.client._tasks import Tasks
 from orchestrator.client._transport import DEFAULT_TIMEOUT_SECONDS, Transport
 from orchestrator.client._values import ConnectedWorker, Health, WhoAmI
@@ -186,6 +187,11 @@ class Client:
             lambda s: s.workers.ListWorkers, workers_pb2.ListWorkersRequest(), idempotent=True
         )
         return tuple(_convert.connected_worker(w) for w in reply.workers)
+
+    async def status(self, *, oldest: int = 10) -> ServerStatus:
+        """Replicas, this replica's workers, queue depths, and why the
+        `oldest` (at most 100) longest-waiting tasks wait. Admins only."""
+        return await _status.read(self._transport, oldest)
 
 
 def _env_url() -> str | None:

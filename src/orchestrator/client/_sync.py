@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from orchestrator.client._client import Client
 from orchestrator.client._session import Session, SessionFile
+from orchestrator.client._status import ServerStatus
 from orchestrator.client._streams import RunStream, TaskStream
 from orchestrator.client._values import (
     Fire,
@@ -74,6 +75,9 @@ class SyncClient:
 
     def whoami(self) -> WhoAmI:
         return self.run(self.aio.whoami())
+
+    def status(self, *, oldest: int = 10) -> ServerStatus:
+        return self.run(self.aio.status(oldest=oldest))
 
     def create_task(self, type: str, input: Mapping[str, Any] | None = None, **fields: Any) -> Task:
         return self.run(self.aio.tasks.create(type, input, **fields))

@@ -24,6 +24,7 @@ from orchestrator.proto import (
     auth_pb2_grpc,
     health_pb2_grpc,
     schedules_pb2_grpc,
+    status_pb2_grpc,
     tasks_pb2_grpc,
     workers_pb2_grpc,
     workflows_pb2_grpc,
@@ -51,6 +52,7 @@ class Stubs:
         self.schedules = schedules_pb2_grpc.ScheduleServiceStub(channel)
         self.workers = workers_pb2_grpc.WorkerServiceStub(channel)
         self.health = health_pb2_grpc.HealthServiceStub(channel)
+        self.status = status_pb2_grpc.StatusServiceStub(channel)
 
 
 class Transport:

@@ -39,6 +39,9 @@ _INLINE_BUSY_MS = 20
 _BUSY_PAUSE_SECONDS = 0.002
 _BUSY_PAUSE_MAX_SECONDS = 0.1
 _WAL_TRY_MS = 50
+# A replica's PostgreSQL connections carry its id as their application_name,
+# so any replica can list the others from pg_stat_activity (see store/status.py).
+APPLICATION_PREFIX = "orchestrator:"
 
 
 def sqlalchemy_url(database_url: str) -> str:
@@ -62,7 +65,9 @@ def _is_memory(database_url: str) -> bool:
 
 
 class Database:
-    def __init__(self, database_url: str, *, pool_size: int = 10) -> None:
+    def __init__(
+        self, database_url: str, *, pool_size: int = 10, replica_id: str | None = None
+    ) -> None:
         self.dialect: Dialect = "sqlite" if database_url.startswith("sqlite:") else "postgresql"
         self.is_memory = self.dialect == "sqlite" and _is_memory(database_url)
         options: dict[str, Any] = {}
@@ -76,6 +81,9 @@ class Database:
             # As long as SQLite's busy wait: past it, a call answers
             # UNAVAILABLE well before a client's own deadline.
             options["pool_timeout"] = _BUSY_TIMEOUT_MS / 1000
+            if replica_id is not None:
+                name = APPLICATION_PREFIX + replica_id
+                options["connect_args"] = {"server_settings": {"application_name": name}}
         if self.dialect == "sqlite":
             path = ":memory:" if self.is_memory else _sqlite_path(database_url)
             options["async_creator"] = lambda: sqlite_inline.connect(path)
