@@ -137,6 +137,8 @@ class Task:
     origin: Origin | None = None
     # When it may be claimed (not_before, or a retry's backoff): QUEUED only.
     available_at: datetime | None = None
+    # The W3C traceparent of the call that created it, continued by its worker.
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True)
@@ -298,6 +300,8 @@ class WorkflowRun:
     nodes: tuple[NodeRun, ...] = ()
     not_before: datetime | None = None
     origin: Origin | None = None
+    # The W3C traceparent of the call that started it, shared by its nodes' tasks.
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from orchestrator import tracing
 from orchestrator.engine.cancellation import cancel_task
 from orchestrator.engine.expressions import Expression, ExpressionError, context
 from orchestrator.engine.graph import Plan, plan
@@ -114,6 +115,7 @@ class RunDriver:
             ),
             not_before=not_before,
             origin=origin,
+            trace_context=tracing.current_traceparent(),
         )
         await run_store.insert(changes.conn, run)
         state = RunState.of(run, self.plan_of(workflow), changes.run_events, changes.now)
@@ -297,7 +299,15 @@ class RunDriver:
         )
         (task,) = await task_store.insert_many(
             changes.conn,
-            [task_store.NewRow(state.run.owner_id, new, state.id, node_id)],
+            [
+                task_store.NewRow(
+                    state.run.owner_id,
+                    new,
+                    state.id,
+                    node_id,
+                    trace_context=state.run.trace_context,
+                )
+            ],
             changes.now,
         )
         changes.record(task, TaskEventType.QUEUED)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from orchestrator import tracing
 from orchestrator.auth.identity import Identity
 from orchestrator.engine import pages
 from orchestrator.engine.batching import GroupCommit
@@ -90,7 +91,8 @@ class TaskEngine:
     async def create(self, caller: Identity, new: NewTask) -> Task:
         """The new task, or the caller's task with the same idempotency key."""
         check_new_task(new, self._max_payload)
-        task, _created = await self._creates.submit(task_store.NewRow(caller.user_id, new))
+        row = task_store.NewRow(caller.user_id, new, trace_context=tracing.current_traceparent())
+        task, _created = await self._creates.submit(row)
         return task
 
     async def create_many(self, caller: Identity, news: Sequence[NewTask]) -> list[Task]:
@@ -107,7 +109,8 @@ class TaskEngine:
                 problems += invalid.under(f"tasks[{index}].").violations
         if problems:
             raise InvalidArgument(violations=problems)
-        rows = [task_store.NewRow(caller.user_id, new) for new in news]
+        trace = tracing.current_traceparent()
+        rows = [task_store.NewRow(caller.user_id, new, trace_context=trace) for new in news]
         return [task for task, _created in await self._create_many(rows)]
 
     async def _create_many(self, rows: Sequence[task_store.NewRow]) -> list[tuple[Task, bool]]:

@@ -51,6 +51,7 @@ def _run(row: Any, nodes: Sequence[NodeRun] = ()) -> WorkflowRun:
         nodes=tuple(nodes),
         not_before=row.not_before,
         origin=Origin(row.schedule_id, row.scheduled_at) if row.schedule_id is not None else None,
+        trace_context=row.trace_context,
     )
 
 
@@ -79,6 +80,7 @@ async def _insert_run(conn: AsyncConnection, run: WorkflowRun) -> None:
             not_before=run.not_before,
             schedule_id=run.origin.schedule_id if run.origin else None,
             scheduled_at=run.origin.scheduled_at if run.origin else None,
+            trace_context=run.trace_context,
         )
     )
     await conn.execute(

@@ -132,6 +132,8 @@ tasks = Table(
     Column("rate_period_seconds", Integer, nullable=True),
     Column("schedule_id", String(36), nullable=True),
     Column("scheduled_at", UtcDateTime, nullable=True),
+    # The W3C traceparent of the call that created it (orchestrator.tracing).
+    Column("trace_context", String(128), nullable=True),
     UniqueConstraint("owner_id", "idempotency_key"),
     # The dispatch order within one type: a claim reads the first rows of
     # each of its types (see store/claiming.py) instead of sorting the
@@ -222,6 +224,7 @@ workflow_runs = Table(
     Column("not_before", UtcDateTime, nullable=True),
     Column("schedule_id", String(36), nullable=True),
     Column("scheduled_at", UtcDateTime, nullable=True),
+    Column("trace_context", String(128), nullable=True),
     Index(None, "owner_id", "created_at"),
     Index(None, "workflow_id", "created_at"),
     Index(None, "finished_at"),

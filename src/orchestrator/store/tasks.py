@@ -77,6 +77,7 @@ def _task(row: Any) -> Task:
         else None,
         origin=Origin(row.schedule_id, row.scheduled_at) if row.schedule_id is not None else None,
         available_at=row.available_at,
+        trace_context=row.trace_context,
     )
 
 
@@ -97,6 +98,7 @@ class NewRow:
     workflow_run_id: str | None = None
     node_id: str | None = None
     origin: Origin | None = None
+    trace_context: str | None = None
 
 
 def available_at(new: NewTask, now: datetime) -> datetime:
@@ -149,6 +151,7 @@ def _values(row: NewRow, now: datetime) -> dict[str, Any]:
         "rate_period_seconds": rate.period_seconds if rate else None,
         "schedule_id": origin.schedule_id if origin else None,
         "scheduled_at": origin.scheduled_at if origin else None,
+        "trace_context": row.trace_context,
     }
 
 
