@@ -13,7 +13,9 @@ from contextlib import contextmanager
 
 import typer
 
+from orchestrator import tracing
 from orchestrator.cli import exits
+from orchestrator.config import ConfigError
 from orchestrator.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from orchestrator.logs import configure as configure_logging
 from orchestrator.worker import Worker
@@ -52,8 +54,13 @@ def worker(
 
     Needs ORCHESTRATOR_TOKEN (`orchestrator token create NAME --scope worker`).
     """
+    provider = None
     try:
         _configure_logging()
+        try:
+            provider = tracing.configure("orchestrator-worker")
+        except ConfigError as exc:
+            raise _UsageError(str(exc)) from None
         token = os.environ.get("ORCHESTRATOR_TOKEN", "").strip()
         if not token:
             raise _UsageError(
@@ -75,6 +82,9 @@ def worker(
     except InvalidArgument as exc:
         log.error("the server refused the worker: %s", exc.message)
         raise typer.Exit(exits.USAGE) from None
+    finally:
+        if provider is not None:
+            provider.shutdown()  # exports the spans still buffered
 
 
 async def _run(chosen: Worker, url: str | None, token: str, grace: float) -> None:

@@ -16,10 +16,9 @@ from typing import Any, Generic, Self, TypeVar
 import grpc
 from grpc import aio
 
-from orchestrator.channel import auth_metadata
 from orchestrator.client import _convert
 from orchestrator.client._retry import Attempts
-from orchestrator.client._transport import Metadata, Stubs, Transport
+from orchestrator.client._transport import Metadata, Stubs, Transport, call_metadata
 from orchestrator.client._values import TaskEvent, WorkflowEvent
 from orchestrator.errors import Unavailable
 from orchestrator.model import RunStatus
@@ -124,7 +123,7 @@ class _EventStream(Generic[M, E]):
                     call.cancel()
 
     def _open(self, stubs: Stubs, token: str | None) -> aio.UnaryStreamCall[Any, M]:
-        metadata = auth_metadata(token) if token else ()
+        metadata = call_metadata(token)
         if self._first_call is not None:
             return self._first_call(stubs, metadata)
         return self._watch(stubs, metadata)

@@ -13,7 +13,7 @@ from typing import TypeVar
 import grpc
 from grpc import aio
 
-from orchestrator import __version__
+from orchestrator import __version__, tracing
 from orchestrator.channel import ClientTls, auth_metadata, open_channel
 from orchestrator.client._credentials import Credentials
 from orchestrator.client._retry import RetryPolicy
@@ -39,6 +39,14 @@ Metadata = tuple[tuple[str, str], ...]
 
 USER_AGENT = f"orchestrator-client/{__version__}"
 DEFAULT_TIMEOUT_SECONDS = 30.0
+
+
+def call_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    """Who calls, and from which trace: the active span's `traceparent`
+    (when one is), so the server's span of the call is its child."""
+    auth = auth_metadata(token) if token else ()
+    traceparent = tracing.current_traceparent()
+    return auth if traceparent is None else (*auth, (tracing.TRACEPARENT, traceparent))
 
 
 class Stubs:
@@ -142,7 +150,7 @@ class Transport:
                 token = await self.bearer() if authenticated else None
                 return await pick(stubs)(
                     request,
-                    metadata=auth_metadata(token) if token else (),
+                    metadata=call_metadata(token),
                     timeout=self.timeout,
                 )
             except aio.AioRpcError as exc:

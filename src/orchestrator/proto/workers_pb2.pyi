@@ -359,6 +359,7 @@ class Assignment(_message.Message):
     LEASE_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     TITLE_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     fencing_token: _builtins.int
     """Names this attempt; every report about it must carry it."""
@@ -367,6 +368,10 @@ class Assignment(_message.Message):
     max_attempts: _builtins.int
     timeout_seconds: _builtins.int
     title: _builtins.str
+    traceparent: _builtins.str
+    """W3C trace context of the call that created the task (empty when it was
+    not traced): the worker's span around the handler continues it.
+    """
     @_builtins.property
     def input(self) -> _struct_pb2.Struct: ...
     @_builtins.property
@@ -386,10 +391,11 @@ class Assignment(_message.Message):
         lease_expires_at: _timestamp_pb2.Timestamp | None = ...,
         title: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "lease_expires_at", b"lease_expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "fencing_token", b"fencing_token", "input", b"input", "labels", b"labels", "lease_expires_at", b"lease_expires_at", "max_attempts", b"max_attempts", "task_id", b"task_id", "timeout_seconds", b"timeout_seconds", "title", b"title", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "fencing_token", b"fencing_token", "input", b"input", "labels", b"labels", "lease_expires_at", b"lease_expires_at", "max_attempts", b"max_attempts", "task_id", b"task_id", "timeout_seconds", b"timeout_seconds", "title", b"title", "traceparent", b"traceparent", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from grpc import aio
 
+from orchestrator import logs
 from orchestrator.auth import identity
 from orchestrator.channel import MAX_MESSAGE_BYTES
 from orchestrator.engine.dispatch import (
@@ -76,6 +77,7 @@ def _outbound(item: Outbound) -> workers_pb2.ServerMessage:
                     lease_expires_at=timestamp(task.lease_expires_at),
                     title=task.title,
                     labels=task.labels,
+                    traceparent=task.trace_context or "",
                 )
             )
         case Cancel(task_id, fencing_token, reason):
@@ -120,10 +122,11 @@ class WorkerService(workers_pb2_grpc.WorkerServiceServicer):
             raise InvalidArgument.field("hello", "the first message must be a hello")
         hello = first.hello
         session = self._dispatcher.register(caller, hello.name, list(hello.task_types), hello.slots)
-        reader = asyncio.create_task(
-            self._read(session, request_iterator), name=f"worker-reader-{session.id}"
-        )
-        applier = asyncio.create_task(self._apply(session), name=f"worker-reports-{session.id}")
+        with logs.bound(worker_id=session.id):  # what the session's own tasks log
+            reader = asyncio.create_task(
+                self._read(session, request_iterator), name=f"worker-reader-{session.id}"
+            )
+            applier = asyncio.create_task(self._apply(session), name=f"worker-reports-{session.id}")
         try:
             yield workers_pb2.ServerMessage(
                 welcome=workers_pb2.Welcome(

@@ -16,7 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from grpc import aio
+from opentelemetry import trace
 
+from orchestrator import logs, tracing
 from orchestrator.proto import workers_pb2
 from orchestrator.structs import to_dict
 from orchestrator.worker._context import TaskContext
@@ -25,6 +27,8 @@ from orchestrator.worker._outbox import Outbox
 from orchestrator.worker._stop import StopRequest, first_of
 
 log = logging.getLogger("orchestrator.worker")
+# The application's tracer provider once it sets one; a no-op until then.
+_tracer = trace.get_tracer("orchestrator.worker")
 
 Call = aio.StreamStreamCall[workers_pb2.WorkerMessage, workers_pb2.ServerMessage]
 
@@ -234,7 +238,7 @@ class Session:
             ctx._finish(failure(ctx, error, permanent=False))
             return
         task = asyncio.create_task(
-            self._run(registration, ctx, assignment.timeout_seconds),
+            self._traced(registration, ctx, assignment.timeout_seconds, assignment.traceparent),
             name=f"orchestrator-task-{task_id}",
         )
         self._held[task_id] = _Held(ctx, task)
@@ -242,7 +246,33 @@ class Session:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, registration: Registration, ctx: TaskContext, time_limit: int) -> None:
+    async def _traced(
+        self, registration: Registration, ctx: TaskContext, time_limit: int, traceparent: str
+    ) -> None:
+        """`_run` in a span continuing the trace of the call that created
+        the task, its logs carrying the task's id."""
+        with (
+            logs.bound(task_id=ctx.task_id),
+            _tracer.start_as_current_span(
+                f"run {ctx.type}",
+                context=tracing.context_of(traceparent),
+                kind=trace.SpanKind.CONSUMER,
+                attributes={
+                    "orchestrator.task.id": ctx.task_id,
+                    "orchestrator.task.type": ctx.type,
+                    "orchestrator.task.attempt": ctx.attempt,
+                },
+            ) as span,
+        ):
+            report = await self._run(registration, ctx, time_limit)
+            if report is not None and report.WhichOneof("kind") == "fail":
+                span.set_status(trace.StatusCode.ERROR, report.fail.error)
+
+    async def _run(
+        self, registration: Registration, ctx: TaskContext, time_limit: int
+    ) -> workers_pb2.WorkerMessage | None:
+        """The report sent for the attempt; None when none was (it was
+        cancelled or superseded)."""
         started = time.monotonic()
         log.info(
             "task %s (%s) started, attempt %d of %d",
@@ -253,19 +283,21 @@ class Session:
         )
         try:
             report = await attempt(registration, ctx, time_limit, self._limits)
-            if ctx._finish(report):
-                elapsed = time.monotonic() - started
-                if report.WhichOneof("kind") == "complete":
-                    log.info("task %s (%s) succeeded in %.3fs", ctx.task_id, ctx.type, elapsed)
-                else:
-                    log.info(
-                        "task %s (%s) failed in %.3fs: %s%s",
-                        ctx.task_id,
-                        ctx.type,
-                        elapsed,
-                        report.fail.error,
-                        " (permanent)" if report.fail.permanent else "",
-                    )
+            if not ctx._finish(report):
+                return None
+            elapsed = time.monotonic() - started
+            if report.WhichOneof("kind") == "complete":
+                log.info("task %s (%s) succeeded in %.3fs", ctx.task_id, ctx.type, elapsed)
+            else:
+                log.info(
+                    "task %s (%s) failed in %.3fs: %s%s",
+                    ctx.task_id,
+                    ctx.type,
+                    elapsed,
+                    report.fail.error,
+                    " (permanent)" if report.fail.permanent else "",
+                )
+            return report
         finally:
             held = self._held.get(ctx.task_id)
             if held is not None and held.ctx is ctx:

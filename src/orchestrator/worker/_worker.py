@@ -14,7 +14,7 @@ from collections.abc import Callable
 import grpc
 from grpc import aio
 
-from orchestrator import __version__
+from orchestrator import __version__, logs
 from orchestrator.channel import ClientTls, auth_metadata, open_channel, tls_from_env, url_from_env
 from orchestrator.proto import workers_pb2, workers_pb2_grpc
 from orchestrator.status import from_rpc_error
@@ -192,7 +192,8 @@ class Worker:
             if welcome is None:
                 return Outcome.STOPPED
             log.info("connected to %s as worker %s", url, welcome.worker_id)
-            return await session.serve(welcome)
+            with logs.bound(worker_id=welcome.worker_id):
+                return await session.serve(welcome)
         finally:
             await channel.close()
 
