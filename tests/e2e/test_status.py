@@ -82,7 +82,7 @@ async def test_status_shows_queues_workers_and_why_the_oldest_tasks_wait(
 ) -> None:
     unserved = [await admin.create(UNSERVED, {"i": i}, start=True) for i in range(2)]
     before = await sdk.status()
-    assert [(q.type, q.queued, q.delayed) for q in before.queues] == [(UNSERVED, 2, 0)]
+    assert [(q.type, q.queued, q.not_due) for q in before.queues] == [(UNSERVED, 2, 0)]
     assert before.workers == ()
     assert [t.id for t in before.oldest_waiting] == [t.id for t in unserved]
     assert set(_reasons(before).values()) == {(WaitReason.NO_WORKER, NO_WORKER_TEXT)}
@@ -92,7 +92,7 @@ async def test_status_shows_queues_workers_and_why_the_oldest_tasks_wait(
     blocked = await admin.create("sleep", {"seconds": 1}, start=True)
     status = await sdk.status()
 
-    assert [(q.type, q.queued, q.delayed) for q in status.queues] == [
+    assert [(q.type, q.queued, q.not_due) for q in status.queues] == [
         ("echo", 1, 1),
         (UNSERVED, 2, 0),
         ("sleep", 1, 0),

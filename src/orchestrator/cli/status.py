@@ -70,7 +70,7 @@ def show(status: ServerStatus) -> None:
     _heading("Queues")
     render.table(
         ("TYPE", "QUEUED", "NOT DUE", "OLDEST WAITING"),
-        ((q.type, str(q.queued), str(q.delayed), age(q.oldest_queued_at)) for q in status.queues),
+        ((q.type, str(q.queued), str(q.not_due), age(q.oldest_queued_at)) for q in status.queues),
         empty="no queued tasks",
     )
     _heading("Oldest waiting")

@@ -26,7 +26,7 @@ class Queue:
     type: str
     queued: int
     # Of those, not due yet: a start time or a retry's backoff ahead.
-    delayed: int
+    not_due: int
     oldest_queued_at: datetime | None
 
 
@@ -80,7 +80,7 @@ def server_status(message: status_pb2.Status) -> ServerStatus:
         ),
         workers=tuple(_convert.connected_worker(w) for w in message.workers),
         queues=tuple(
-            Queue(q.type, q.queued, q.delayed, _convert._time(q, "oldest_queued_at"))
+            Queue(q.type, q.queued, q.not_due, _convert._time(q, "oldest_queued_at"))
             for q in message.queues
         ),
         oldest_waiting=tuple(_waiting(w) for w in message.oldest_waiting),

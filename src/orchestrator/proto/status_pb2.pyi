@@ -147,12 +147,12 @@ class Queue(_message.Message):
 
     TYPE_FIELD_NUMBER: _builtins.int
     QUEUED_FIELD_NUMBER: _builtins.int
-    DELAYED_FIELD_NUMBER: _builtins.int
+    NOT_DUE_FIELD_NUMBER: _builtins.int
     OLDEST_QUEUED_AT_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     queued: _builtins.int
     """QUEUED tasks of this type."""
-    delayed: _builtins.int
+    not_due: _builtins.int
     """Of those, the ones not due yet: a start time or a retry's backoff ahead."""
     @_builtins.property
     def oldest_queued_at(self) -> _timestamp_pb2.Timestamp:
@@ -163,12 +163,12 @@ class Queue(_message.Message):
         *,
         type: _builtins.str = ...,
         queued: _builtins.int = ...,
-        delayed: _builtins.int = ...,
+        not_due: _builtins.int = ...,
         oldest_queued_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_queued_at", b"oldest_queued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delayed", b"delayed", "oldest_queued_at", b"oldest_queued_at", "queued", b"queued", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["not_due", b"not_due", "oldest_queued_at", b"oldest_queued_at", "queued", b"queued", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

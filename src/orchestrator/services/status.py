@@ -73,7 +73,7 @@ def _queue(queue: QueueDepth) -> status_pb2.Queue:
     return status_pb2.Queue(
         type=queue.type,
         queued=queue.queued,
-        delayed=queue.delayed,
+        not_due=queue.not_due,
         oldest_queued_at=timestamp(queue.oldest_queued_at),
     )
 

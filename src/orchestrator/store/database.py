@@ -41,6 +41,7 @@ _BUSY_PAUSE_MAX_SECONDS = 0.1
 _WAL_TRY_MS = 50
 # A replica's PostgreSQL connections carry its id as their application_name,
 # so any replica can list the others from pg_stat_activity (see store/status.py).
+# PostgreSQL keeps 63 bytes of it, in ASCII: a longer or non-ASCII id shows cut.
 APPLICATION_PREFIX = "orchestrator:"
 
 

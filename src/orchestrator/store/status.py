@@ -26,7 +26,7 @@ class QueueDepth:
     type: str
     queued: int
     # Not due yet: a start time or a retry's backoff ahead.
-    delayed: int
+    not_due: int
     oldest_queued_at: datetime | None
 
 
@@ -41,12 +41,12 @@ async def queue_depths(conn: AsyncConnection, now: datetime) -> list[QueueDepth]
     """QUEUED tasks by type, with how many are not due and the longest queued.
     Every column read is in the dispatch index (status, type, …, queued_at,
     id, available_at): a range of the index, never the table."""
-    delayed = func.sum(case((tasks.c.available_at > now, 1), else_=0))
+    not_due = func.sum(case((tasks.c.available_at > now, 1), else_=0))
     query = (
         select(
             tasks.c.type,
             func.count().label("queued"),
-            delayed.label("delayed"),
+            not_due.label("not_due"),
             func.min(tasks.c.queued_at).label("oldest"),
         )
         .where(tasks.c.status == QUEUED)
@@ -54,7 +54,7 @@ async def queue_depths(conn: AsyncConnection, now: datetime) -> list[QueueDepth]
         .order_by(tasks.c.type)
     )
     return [
-        QueueDepth(row.type, row.queued, int(row.delayed or 0), row.oldest)
+        QueueDepth(row.type, row.queued, int(row.not_due or 0), row.oldest)
         for row in await conn.execute(query)
     ]
 
