@@ -19,10 +19,15 @@ Result = TypeVar("Result")
 
 class GroupCommit(Generic[Item, Result]):
     def __init__(
-        self, write: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]], max_batch: int = 500
+        self,
+        write: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]],
+        max_batch: int = 500,
+        on_batch: Callable[[int], None] = lambda size: None,
     ) -> None:
         self._write = write
         self._max_batch = max_batch
+        # Told each batch's size as it is written (metrics).
+        self._on_batch = on_batch
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -40,6 +45,7 @@ class GroupCommit(Generic[Item, Result]):
             while self._pending:
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
+                self._on_batch(len(batch))
                 try:
                     results = await self._write([item for item, _ in batch])
                 except Exception as exc:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import datetime
@@ -68,6 +69,8 @@ class Changes:
         # When tasks it queued for later (not_before, a retry's backoff)
         # may first be claimed: the dispatcher wakes then.
         self.queued_for: set[datetime] = set()
+        # The type of each task it recorded an event for (events do not carry it).
+        self.task_types: dict[str, str] = {}
 
     def record(
         self,
@@ -91,6 +94,7 @@ class Changes:
             worker_id=task.worker_id,
         )
         self.events.append(event)
+        self.task_types[task.id] = task.type
         if task.status is TaskStatus.QUEUED:
             self.queued_types.add(task.type)
             if task.available_at is not None and task.available_at > self.now:
@@ -102,6 +106,29 @@ class Changes:
 
 class Settle(Protocol):
     async def __call__(self, changes: Changes) -> None: ...
+
+
+class JournalWatch(Protocol):
+    """Told how each transaction went (metrics): committed, after its events
+    are published, or failed with a database error."""
+
+    def committed(self, changes: Changes, seconds: float) -> None: ...
+
+    def failed(self, error: Unavailable | Aborted) -> None: ...
+
+    def batched(self, size: int) -> None:
+        """A group commit wrote `size` requests in one transaction."""
+
+
+class _Unwatched:
+    def committed(self, changes: Changes, seconds: float) -> None:
+        pass
+
+    def failed(self, error: Unavailable | Aborted) -> None:
+        pass
+
+    def batched(self, size: int) -> None:
+        pass
 
 
 class Journal:
@@ -122,6 +149,7 @@ class Journal:
         self.dispatch: Settle | None = None
         # On PostgreSQL: tell the other replicas (this one's name).
         self.notify_as: str | None = None
+        self.watch: JournalWatch = _Unwatched()
 
     async def settle_now(self, changes: Changes) -> None:
         """Let workflow runs react to what the transaction did so far (their
@@ -165,19 +193,24 @@ class Journal:
     @contextlib.asynccontextmanager
     async def change(self) -> AsyncIterator[Changes]:
         changes: Changes | None = None
+        began = time.perf_counter()
         try:
             async with self.database.write() as conn:
                 changes = Changes(conn)
                 yield changes
                 await self._finish(changes)
-        except BaseException:
+        except BaseException as error:
             for undo in changes.after_rollback if changes is not None else ():
                 undo()
+            if isinstance(error, Unavailable | Aborted):
+                self.watch.failed(error)
             raise
+        seconds = time.perf_counter() - began
         _publish(self.task_hub, changes.events, lambda e: e.task_id)
         _publish(self.run_hub, changes.run_events, lambda e: e.run_id)
         for callback in changes.after_commit:
             callback()
+        self.watch.committed(changes, seconds)
 
     async def _finish(self, changes: Changes) -> None:
         """What every transaction does last: runs react to their tasks,

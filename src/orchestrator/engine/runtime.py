@@ -33,6 +33,7 @@ class Engine:
         self.task_events: EventHub[TaskEvent] = EventHub(settings.stream_buffer_size)
         self.run_events: EventHub[WorkflowEvent] = EventHub(settings.stream_buffer_size)
         journal = Journal(database, self.task_events, self.run_events)
+        self.journal = journal
         self._listen_dsn = settings.database_url if database.dialect == "postgresql" else None
         self._replica_id = settings.replica_id
         if self._listen_dsn:

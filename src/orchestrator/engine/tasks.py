@@ -83,7 +83,9 @@ class TaskEngine:
         self._max_payload = max_payload_bytes
         self._on_queued = on_queued
         self._on_cancelled = on_cancelled
-        self._creates = GroupCommit(self._create_many)
+        self._creates = GroupCommit(
+            self._create_many, on_batch=lambda size: journal.watch.batched(size)
+        )
         # One read answers every follower of a task that asks whether its
         # execution's end is the task's last event (thousands may watch it).
         self._ends: dict[tuple[str, int], asyncio.Future[bool]] = {}
