@@ -4,10 +4,12 @@ it cancels, and when it asks to be woken."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
 from orchestrator.model import (
     Concurrency,
@@ -209,3 +211,142 @@ async def test_replicas_claiming_one_key_at_once_never_exceed_its_limit(
     assert ids(taken_first.started) == [keyed[0], *plain, keyed[1]]
     assert taken_second.started == []
     assert (await claim(database, 10)).started == []
+
+
+# Far ahead of the wall clock: on PostgreSQL a claim starts no earlier than
+# the database's time, so claims at chosen times must not be in its past.
+LATER = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+async def test_a_turn_held_back_by_its_bucket_does_not_fill_a_key(
+    database: Database, owner: str
+) -> None:
+    strategy = ConcurrencyStrategy.CANCEL_NEWEST
+    bucket = RateLimit("once-a-second", 1, 1)
+    first, *waiting = await queue(
+        database, owner, 3, key="k", limit=2, strategy=strategy, bucket=bucket
+    )
+    outcome = await claim(database, 10, LATER)
+    # One runs: the others wait for the bucket, and k has room for one.
+    assert ids(outcome.started) == [first]
+    assert outcome.cancel == []
+    second = await claim(database, 10, LATER + timedelta(seconds=1))
+    # Now k is full with the second: the third finds it so.
+    assert ids(second.started) == [waiting[0]]
+    assert [(t.id, why) for t, why in second.cancel] == [
+        (waiting[1], "concurrency key k is at its limit 2")
+    ]
+
+
+async def test_a_turn_cut_off_by_the_free_slots_does_not_fill_a_key(
+    database: Database, owner: str
+) -> None:
+    y = await queue(database, owner, 2, key="y", limit=1)
+    plain = await queue(database, owner, 1)
+    strategy = ConcurrencyStrategy.CANCEL_NEWEST
+    keyed = await queue(database, owner, 2, key="k", limit=1, strategy=strategy)
+    # Two slots: the first read finds y full after its first, the read past
+    # it finds three that could start, and the two slots go to the oldest.
+    outcome = await claim(database, 2)
+    assert ids(outcome.started) == [y[0], *plain]
+    # k has nothing running: its second did not find it full.
+    assert outcome.cancel == []
+    assert ids((await claim(database, 10)).started) == keyed[:1]
+
+
+@postgres_only
+async def test_a_task_another_replica_holds_does_not_fill_its_key(
+    database: Database, owner: str
+) -> None:
+    busy = await queue(database, owner, 2, key="busy", limit=1)
+    assert ids((await claim(database, 1)).started) == busy[:1]
+    strategy = ConcurrencyStrategy.CANCEL_NEWEST
+    held, newer = await queue(database, owner, 2, key="k", limit=1, strategy=strategy)
+    async with database.write() as other:
+        await other.execute(text("SELECT 1 FROM tasks WHERE id = :id FOR UPDATE"), {"id": held})
+        # The first read locks (and finds only busy's second); the read past
+        # it does not, and finds the held task, which then cannot be locked.
+        outcome = await claim(database, 1)
+    assert outcome.started == []
+    assert outcome.cancel == []
+    assert ids((await claim(database, 1)).started) == [held]
+    assert [t.id for t, _ in (await claim(database, 10)).cancel] == [newer]
+
+
+@postgres_only
+async def test_cancel_oldest_leaves_a_running_task_another_transaction_holds(
+    database: Database, owner: str
+) -> None:
+    strategy = ConcurrencyStrategy.CANCEL_OLDEST
+    old = await queue(database, owner, 2, key="k", limit=2, strategy=strategy)
+    assert ids((await claim(database, 10)).started) == old
+    new = await queue(database, owner, 1, key="k", limit=2, strategy=strategy)
+    async with database.write() as other:
+        # A report finishing the oldest holds it (and may wait for its run,
+        # which the claiming transaction may hold): the claim must not wait.
+        await other.execute(text("SELECT 1 FROM tasks WHERE id = :id FOR UPDATE"), {"id": old[0]})
+        outcome = await asyncio.wait_for(claim(database, 10, NOW + timedelta(seconds=1)), 10)
+    # No room was made, so the new task does not start, and says a key is full.
+    assert outcome.started == []
+    assert outcome.cancel == []
+    assert outcome.key_full
+    outcome = await claim(database, 10, NOW + timedelta(seconds=2))
+    assert ids(outcome.started) == new
+    assert [(t.id, t.status) for t, _ in outcome.cancel] == [(old[0], TaskStatus.RUNNING)]
+
+
+async def test_a_late_claim_makes_up_its_buckets_starts_within_the_limit(
+    database: Database, owner: str
+) -> None:
+    bucket = RateLimit("fast", 4, 1)  # one start every 250 ms
+    await queue(database, owner, 100, bucket=bucket)
+    assert len((await claim(database, 10, LATER)).started) == 1
+    # 600 ms later the starts due at 250 and 500 ms have both come: a claim
+    # slower than the spacing still keeps the rate (as far as it can
+    # without two starts of one period closer than the period allows).
+    late = await claim(database, 10, LATER + timedelta(milliseconds=600))
+    assert len(late.started) == 2
+    assert late.wake_at == LATER + timedelta(milliseconds=1100)
+    starts = [LATER] * 1 + [LATER + timedelta(milliseconds=600)] * 2
+    # Claims at irregular times: never more than 4 starts within a second.
+    at = LATER + timedelta(milliseconds=600)
+    for step in range(40):
+        at += timedelta(milliseconds=(50, 300, 700, 1300, 20)[step % 5])
+        outcome = await claim(database, 10, at)
+        starts += [t.started_at for t in outcome.started if t.started_at is not None]
+    assert len(starts) > 40
+    for index, start in enumerate(starts):
+        in_window = sum(1 for other in starts[index:] if other < start + timedelta(seconds=1))
+        assert in_window <= 4, (start, starts)
+
+
+async def test_a_claim_looks_at_a_bounded_number_of_keys(database: Database, owner: str) -> None:
+    for index in range(300):
+        await queue(database, owner, 1, key=f"k{index}", limit=1)
+    while (await claim(database, 300)).started:
+        pass
+    for index in range(300):
+        await queue(database, owner, 1, key=f"k{index}", limit=1)
+    plain = await queue(database, owner, 1)
+    async with database.write() as conn:
+        outcome = await task_store.claim(
+            conn,
+            slots=[("w1", 10)],
+            types=["t"],
+            owner_id=None,
+            now=NOW,
+            lease_expires_at=NOW + timedelta(minutes=1),
+        )
+        if backend() == "postgres":
+            held = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_locks"
+                    " WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+                )
+            )
+            assert held is not None and held <= 256
+    # It read no further than its 256th key: the task behind waits for a
+    # later claim, and the claim says keys were full.
+    assert outcome.started == []
+    assert outcome.key_full
+    assert plain

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from orchestrator.engine.journal import Changes
 from orchestrator.model import Task, TaskEventType, TaskStatus
@@ -12,10 +12,15 @@ UNFINISHED = frozenset({TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNIN
 
 
 async def cancel_task(
-    changes: Changes, task_id: str, reason: str, tell_worker: Callable[[Task, str], None]
+    changes: Changes,
+    task_id: str,
+    reason: str,
+    tell_worker: Callable[[Task, str], None],
+    statuses: Collection[TaskStatus] = UNFINISHED,
 ) -> Task | None:
-    """The cancelled task, or None if it had already finished. A worker that
-    holds it is told once the change is committed."""
+    """The cancelled task, or None if it had already finished (or was in
+    none of `statuses`). A worker that holds it is told once the change is
+    committed."""
     cancelled = await task_store.change(
         changes.conn,
         task_id,
@@ -27,7 +32,7 @@ async def cancel_task(
             "lease_expires_at": None,
             "deadline_at": None,
         },
-        statuses=UNFINISHED,
+        statuses=statuses,
     )
     if cancelled is None:
         return None

@@ -5,15 +5,25 @@ A key's running count is the number of its owner's RUNNING tasks with that
 key, read when a claim needs it: a lost worker's task re-queued (or
 finished) frees its slot by that very change, once. A bucket is a row of
 `rate_buckets`: its next start may not come before `next_at`, and each
-start moves `next_at` on by the starting task's spacing (GCRA), so starts
-are evenly spaced and no period holds more than the limit.
+start moves `next_at` on by the starting task's spacing, so starts are
+evenly spaced. A claim that comes late (after `next_at`) may start together
+the starts whose times have passed, up to the limit, and moves `next_at`
+on from its own start time by each one's spacing: a bucket keeps its rate
+even when each claim takes longer than its spacing, and since starts made
+together count from the time they are made, no window of one period holds
+more than the limit.
 
 On PostgreSQL a claim takes a transaction-scoped advisory lock per key and
 per bucket before it counts or reads the bucket, and leaves a key or bucket
-another replica holds for this round, as SKIP LOCKED leaves a locked task:
-no claim waits for another, so no deadlock; the one that holds it claims
-for it. Every start of a keyed or bucketed task happens under its lock, so
-counts and `next_at` read under the lock are exact. SQLite has one writer.
+another replica holds for this round, as SKIP LOCKED leaves a locked task;
+the one that holds it claims for it. Every start of a keyed or bucketed
+task happens under its lock, so counts and `next_at` read under the lock
+are exact. The tasks it starts or cancels are locked with SKIP LOCKED too
+(a running task that CANCEL_OLDEST would displace included: one another
+transaction holds is left alone, and the task that would take its place
+waits), so a claim never waits for a key, a bucket or a task row, and
+cannot deadlock with a report that holds a task and waits for its run.
+SQLite has one writer.
 """
 
 from __future__ import annotations
@@ -42,6 +52,11 @@ Owned = tuple[str, str]
 # for a few claims' worth of other keys per statement, bounded per claim.
 _CHUNK_MIN = 64
 _MAX_CHUNKS = 64
+# Keys and buckets one claim looks at, at most: on PostgreSQL each is an
+# advisory lock held until the commit, from a shared table of locks that
+# thousands of distinct keys in one claim would exhaust. Tasks past them
+# wait for a later claim.
+_MAX_HELD = 256
 
 _TRY_LOCKS = text(
     "SELECT k FROM unnest(CAST(:lock_ids AS bigint[])) AS k WHERE pg_try_advisory_xact_lock(k)"
@@ -94,15 +109,23 @@ class _Decider:
         self.running: dict[Owned, int | None] = {}
         self.next_at: dict[Owned, datetime | None] = {}
         self.unheld_buckets: set[Owned] = set()
+        # Eligible rows per key so far (a row's turn), and per bucket the
+        # starts given and the time the next one is due.
         self.turns: Counter[Owned] = Counter()
-        self.bucket_given: set[Owned] = set()
+        self.given: Counter[Owned] = Counter()
+        self.due: dict[Owned, datetime] = {}
         self.bucket_waiting: set[Owned] = set()
         self.skip_keys: set[str] = set()
         self.skip_buckets: set[str] = set()
         self.eligible: list[tuple[tuple[Any, ...], Any]] = []
-        self.cancel_queued: list[tuple[Any, str]] = []
+        # CANCEL_NEWEST rows that found no room: cancelled only if their key
+        # is still full once the claim knows what it starts.
+        self.no_room: list[Any] = []
+        # The claim reached _MAX_HELD keys and buckets and read no further.
+        self.capped = False
 
     async def consider(self, rows: Sequence[Any]) -> None:
+        rows = self._within_cap(rows)
         keys = {_key(r) for r in rows if r.concurrency_key is not None} - self.running.keys()
         buckets = {_bucket(r) for r in rows if r.rate_bucket is not None}
         buckets -= self.next_at.keys() | self.unheld_buckets
@@ -114,6 +137,23 @@ class _Decider:
         for row in rows:
             self._consider(row)
 
+    def _within_cap(self, rows: Sequence[Any]) -> Sequence[Any]:
+        """The rows up to the first whose key or bucket would take the claim
+        past _MAX_HELD (each is an advisory lock held to the commit)."""
+        known = len(self.running) + len(self.next_at) + len(self.unheld_buckets)
+        new: set[tuple[str, Owned]] = set()
+        for index, row in enumerate(rows):
+            if row.concurrency_key is not None and _key(row) not in self.running:
+                new.add(("key", _key(row)))
+            bucket = _bucket(row)
+            if row.rate_bucket is not None and bucket not in self.next_at:
+                if bucket not in self.unheld_buckets:
+                    new.add(("bucket", bucket))
+            if known + len(new) > _MAX_HELD:
+                self.capped = True
+                return rows[:index]
+        return rows
+
     def _consider(self, row: Any) -> None:
         turn = 1
         if row.concurrency_key is not None:
@@ -122,40 +162,50 @@ class _Decider:
             if running is None:
                 self.skip_keys.add(_joined(key))
                 return
-            self.turns[key] += 1
-            turn = self.turns[key]
+            turn = self.turns[key] + 1
             strategy = ConcurrencyStrategy(row.concurrency_strategy)
             # CANCEL_OLDEST makes room by cancelling running tasks.
             room = row.concurrency_limit
             if strategy is not ConcurrencyStrategy.CANCEL_OLDEST:
                 room -= running
             if turn > room:
-                self.turns[key] -= 1
                 if strategy is ConcurrencyStrategy.CANCEL_NEWEST:
-                    reason = full_key_reason(row.concurrency_key, row.concurrency_limit)
-                    self.cancel_queued.append((row, reason))
+                    self.no_room.append(row)
                 else:
                     self.skip_keys.add(_joined(key))
                 return
-        if row.rate_bucket is not None:
-            bucket = _bucket(row)
-            next_at = self.next_at.get(bucket)
-            if bucket in self.unheld_buckets or bucket in self.bucket_given:
-                self.skip_buckets.add(_joined(bucket))
-                self.bucket_waiting.add(bucket)
-                return
-            if next_at is not None and next_at > self.now:
-                self.skip_buckets.add(_joined(bucket))
-                self.bucket_waiting.add(bucket)
-                return
-            self.bucket_given.add(bucket)
+        if row.rate_bucket is not None and not self._bucket_allows(row):
+            return
+        if row.concurrency_key is not None:
+            # A turn is taken only by a row that may start.
+            self.turns[_key(row)] = turn
         # Priority first; within it keys take turns (a key's first task,
         # then every key's second…), then age.
         self.eligible.append(((row.dispatch_rank, turn, row.queued_at, row.id), row))
 
-    async def displaced(self, started: Sequence[Any]) -> list[tuple[Any, str]]:
-        """The oldest running tasks of each CANCEL_OLDEST key that the
-        started ones push past its limit."""
+    def _bucket_allows(self, row: Any) -> bool:
+        """Whether the row's bucket allows one more start in this claim: the
+        next start's time has come (a claim that comes late starts together
+        the starts whose times have passed, at most the bucket's limit)."""
+        bucket = _bucket(row)
+        if bucket not in self.unheld_buckets and self.given[bucket] < row.rate_limit:
+            due = self.due.get(bucket) or self.next_at.get(bucket) or self.now
+            if due <= self.now:
+                self.given[bucket] += 1
+                self.due[bucket] = due + _spacing(row)
+                return True
+        self.skip_buckets.add(_joined(bucket))
+        self.bucket_waiting.add(bucket)
+        return False
+
+    async def displace(
+        self, started: Sequence[Any]
+    ) -> tuple[list[Any], list[tuple[Any, str]], bool]:
+        """For each CANCEL_OLDEST key the started rows push past its limit,
+        its oldest running tasks, to cancel. One that another transaction
+        holds (on PostgreSQL: most likely finishing) is left alone, and as
+        many of the key's newest rows do not start: the rows that start, the
+        running ones to cancel, and whether some were held back so."""
         starting: Counter[Owned] = Counter(_key(r) for r in started if r.concurrency_key)
         limits: dict[Owned, tuple[str, int]] = {
             _key(r): (r.concurrency_key, r.concurrency_limit)
@@ -163,35 +213,55 @@ class _Decider:
             if r.concurrency_strategy == ConcurrencyStrategy.CANCEL_OLDEST
         }
         cancelled: list[tuple[Any, str]] = []
+        held_back: Counter[Owned] = Counter()
         for owned, (key, limit) in sorted(limits.items()):
             over = (self.running[owned] or 0) + starting[owned] - limit
             if over > 0:
                 reason = f"{full_key_reason(key, limit)}: a newer task takes its place"
-                cancelled += [
-                    (row, reason) for row in await _oldest_running(self.conn, owned, over)
-                ]
-        return cancelled
+                oldest = await _oldest_running(self.conn, owned, over)
+                cancelled += [(row, reason) for row in oldest]
+                held_back[owned] = over - len(oldest)
+        kept: list[Any] = []
+        for row in reversed(started):
+            if row.concurrency_key is not None and held_back[_key(row)] > 0:
+                held_back[_key(row)] -= 1
+                continue
+            kept.append(row)
+        kept.reverse()
+        return kept, cancelled, len(kept) < len(started)
+
+    def cancel_newest(self, started: Sequence[Any], locked: Sequence[Any]) -> list[tuple[Any, str]]:
+        """The CANCEL_NEWEST rows (of `locked`) whose key is full with what
+        runs and what this claim starts."""
+        starting: Counter[Owned] = Counter(_key(r) for r in started if r.concurrency_key)
+        return [
+            (row, full_key_reason(row.concurrency_key, row.concurrency_limit))
+            for row in locked
+            if (self.running[_key(row)] or 0) + starting[_key(row)] >= row.concurrency_limit
+        ]
 
     async def move_buckets(self, started: Sequence[Any], at: datetime) -> datetime | None:
-        """Move on the buckets of the tasks started `at`; the first time a
-        bucket that made a task wait allows a start."""
+        """Move on the buckets of the tasks started `at`, each by the spacing
+        of each of its starts from `at` itself (not from the time the first
+        was due: starts made together count as made at once, so no window of
+        a period holds more than the limit); the first time a bucket that
+        made a task wait allows a start."""
         moved: dict[Owned, datetime] = {}
         for row in started:
             if row.rate_bucket is not None:
                 bucket = _bucket(row)
-                since = max(self.next_at.get(bucket) or at, at)
-                spacing = timedelta(seconds=row.rate_period_seconds / row.rate_limit)
-                moved[bucket] = since + spacing
+                moved[bucket] = moved.get(bucket, at) + _spacing(row)
         if moved:
             values = [
-                {"owner_id": o, "name": n, "next_at": at} for (o, n), at in sorted(moved.items())
+                {"owner_id": owner, "name": name, "next_at": next_at}
+                for (owner, name), next_at in sorted(moved.items())
             ]
             await self.conn.execute(_upsert_buckets(self.conn), values)
         waits = [
             moved.get(bucket) or self.next_at.get(bucket)
             for bucket in self.bucket_waiting - self.unheld_buckets
         ]
-        return min((at for at in waits if at is not None), default=None)
+        return min((when for when in waits if when is not None), default=None)
 
 
 async def choose(
@@ -211,7 +281,7 @@ async def choose(
     further = claiming.further(conn.dialect.name, by_owner=by_owner)
     for _ in range(_MAX_CHUNKS):
         await decider.consider(rows)
-        if len(decider.eligible) >= wanted or len(rows) < asked:
+        if len(decider.eligible) >= wanted or len(rows) < asked or decider.capped:
             break
         asked = chunk
         last = rows[-1]
@@ -231,21 +301,23 @@ async def choose(
         ).all()
     decider.eligible.sort(key=lambda entry: entry[0])
     started = [row for _, row in decider.eligible[:wanted]]
-    cancel_queued = decider.cancel_queued
+    no_room = decider.no_room
     if conn.dialect.name == "postgresql":
-        ids = [row.id for row in started] + [row.id for row, _ in cancel_queued]
+        ids = [row.id for row in started] + [row.id for row in no_room]
         locked = {row.id for row in await conn.execute(claiming.LOCK_CHOSEN, {"chosen_ids": ids})}
         started = [row for row in started if row.id in locked]
-        cancel_queued = [(row, why) for row, why in cancel_queued if row.id in locked]
-    if conn.dialect.name == "postgresql":
+        no_room = [row for row in no_room if row.id in locked]
         # The transaction's time was taken before it held its keys; one that
         # freed a slot it counted on may have taken a later time and still
         # committed first. Starting at the time it counted keeps a key's
         # recorded intervals within its limit.
         now = max(now, utcnow())
-    cancel_running = await decider.displaced(started)
+    started, cancel_running, held_back = await decider.displace(started)
+    # Only now is it known what starts: a CANCEL_NEWEST row is cancelled
+    # against that, not against turns given to rows that did not start.
+    cancel_queued = decider.cancel_newest(started, no_room)
     wake_at = await decider.move_buckets(started, now)
-    key_full = bool(decider.skip_keys)
+    key_full = bool(decider.skip_keys) or held_back or decider.capped
     return Choice(started, cancel_queued, cancel_running, wake_at, now, key_full)
 
 
@@ -301,17 +373,34 @@ async def _next_starts(
 
 
 async def _oldest_running(conn: AsyncConnection, key: Owned, count: int) -> list[Any]:
-    query = (
-        select(tasks)
-        .where(
-            tasks.c.owner_id == key[0],
-            tasks.c.concurrency_key == key[1],
-            tasks.c.status == TaskStatus.RUNNING,
-        )
-        .order_by(tasks.c.started_at, tasks.c.queued_at, tasks.c.id)
-        .limit(count)
+    """Of the key's `count` oldest running tasks, those this transaction
+    could lock (on PostgreSQL; SQLite has one writer), still running: a
+    claim never waits for a row another transaction holds, which may hold
+    a run this one has locked (a report settles its runs before it claims)."""
+    parameters = {"owner_id": key[0], "key": key[1], "count": count}
+    return list((await conn.execute(_OLDEST_RUNNING, parameters)).all())
+
+
+def _oldest_first(rows: Any) -> tuple[Any, ...]:
+    return (rows.c.started_at, rows.c.queued_at, rows.c.id)
+
+
+_OLDEST = (
+    select(tasks.c.id)
+    .where(
+        tasks.c.owner_id == bindparam("owner_id"),
+        tasks.c.concurrency_key == bindparam("key"),
+        tasks.c.status == TaskStatus.RUNNING,
     )
-    return list((await conn.execute(query)).all())
+    .order_by(*_oldest_first(tasks))
+    .limit(bindparam("count"))
+)
+_OLDEST_RUNNING = (
+    select(tasks)
+    .where(tasks.c.id.in_(_OLDEST.scalar_subquery()), tasks.c.status == TaskStatus.RUNNING)
+    .order_by(*_oldest_first(tasks))
+    .with_for_update(skip_locked=True)
+)
 
 
 def _upsert_buckets(conn: AsyncConnection) -> Any:
@@ -329,6 +418,10 @@ def _key(row: Any) -> Owned:
 
 def _bucket(row: Any) -> Owned:
     return (row.owner_id, row.rate_bucket)
+
+
+def _spacing(row: Any) -> timedelta:
+    return timedelta(seconds=row.rate_period_seconds / row.rate_limit)
 
 
 def _joined(owned: Owned) -> str:
