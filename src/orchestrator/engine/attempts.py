@@ -79,6 +79,10 @@ class Attempts:
         self._on_cancelled = on_cancelled
         # A claim of this replica left tasks waiting for a full key.
         self._keys_full = False
+        # Keyed tasks that stopped running so far: a claim that counted a key
+        # full and commits after one of them stopped must wake its workers
+        # itself (the stop found no claim that had left tasks for it).
+        self._freed = 0
 
     @property
     def rules(self) -> AttemptRules:
@@ -95,6 +99,7 @@ class Attempts:
             return []
         if not await credential_store.hold(tx.conn, refill.credential, tx.now):
             return []
+        freed_before = self._freed
         claim = await task_store.claim(
             tx.conn,
             slots=slots,
@@ -110,16 +115,20 @@ class Attempts:
         for task in claim.started:
             tx.record(task, TaskEventType.STARTED)
         for task, reason in claim.cancel:
-            # A running one's worker is told after the commit.
-            await cancel_task(tx, task.id, reason, self._on_cancelled)
+            # As read and locked: a queued one for CANCEL_NEWEST, a running
+            # one for CANCEL_OLDEST (its worker is told after the commit).
+            await cancel_task(tx, task.id, reason, self._on_cancelled, {task.status})
         if claim.wake_at is not None:
             tx.after_commit.append(functools.partial(self._on_retry_at, claim.wake_at))
         if claim.key_full:
-            tx.after_commit.append(self._waiting_for_keys)
+            tx.after_commit.append(functools.partial(self._waiting_for_keys, freed_before))
         return claim.started
 
-    def _waiting_for_keys(self) -> None:
+    def _waiting_for_keys(self, freed_before: int) -> None:
         self._keys_full = True
+        if self._freed != freed_before:
+            # A slot the claim counted taken may be free by now.
+            self._key_freed()
 
     async def apply(self, tx: Changes, worker_id: str, report: Report) -> None:
         """One worker report, in the caller's transaction. A report about an
@@ -301,6 +310,7 @@ class Attempts:
         """A task with a key stopped running: if a claim here left tasks for
         a full key, workers it starved claim anew (the claim that wakes
         says again whether keys are full)."""
+        self._freed += 1
         if self._keys_full:
             self._keys_full = False
             self._on_retry_at(utcnow())

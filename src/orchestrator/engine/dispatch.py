@@ -236,7 +236,7 @@ class Dispatcher:
             # Free slots counted once the transaction holds the database: a
             # revocation committed before has drained its sessions by then.
             refill = _refill(sessions, lambda s: s.free if s.id in self._sessions else 0)
-            return Claimed(refill, await self.attempts.claim(tx, refill), tx.now)
+            return await self._claim(tx, refill)
 
         try:
             claimed = await self._journal.transact(claim)
@@ -248,6 +248,12 @@ class Dispatcher:
             self._claimed(sessions)
         self._deal(sessions, claimed)
 
+    async def _claim(self, tx: Changes, refill: Refill) -> Claimed:
+        # The time as of which the claim sees tasks, read before it: a claim
+        # on a key may move the transaction's time on (engine/attempts.py).
+        at = tx.now
+        return Claimed(refill, await self.attempts.claim(tx, refill), at)
+
     def _deal(self, sessions: Sequence[WorkerSession], claimed: Claimed) -> None:
         """Claimed tasks to their workers; a claim that found less than it
         asked for starves its workers until tasks are queued again, unless
@@ -255,9 +261,12 @@ class Dispatcher:
         start time come): the claim could not see what that wake announced."""
         asked = sum(count for _, count in claimed.refill.slots)
         got = len(claimed.tasks)
-        if asked and got == asked:
-            self._wake.set()  # there may be more
         starve = asked and got < asked and self._woken_at < claimed.at
+        if asked and not starve:
+            # A full claim: there may be more. One that found less after a
+            # wake came: what woke was not for it to see, and the round that
+            # wake brought passed over its claiming workers.
+            self._wake.set()
         by_worker: defaultdict[str, list[Task]] = defaultdict(list)
         for task in claimed.tasks:
             by_worker[task.worker_id or ""].append(task)
@@ -300,7 +309,7 @@ class Dispatcher:
                 session.claiming = True
             changes.after_rollback.append(functools.partial(self._claimed, sessions))
             refill = _refill(sessions, lambda s: s.free)
-            claimed = Claimed(refill, await self.attempts.claim(changes, refill), changes.now)
+            claimed = await self._claim(changes, refill)
             changes.after_commit.append(functools.partial(self._hand_over, sessions, claimed))
 
     def _hand_over(self, sessions: Sequence[WorkerSession], claimed: Claimed) -> None:
@@ -427,7 +436,7 @@ class Dispatcher:
         ending += [r for r, _ in refused if not isinstance(r, Heartbeat)]
         freed = {r.task_id for r in ending if session.holds(r.task_id, r.fencing_token)}
         slots = _refill([session], lambda s: s.slots - len(s.in_flight.keys() - freed))
-        return refused, Claimed(slots, await self.attempts.claim(tx, slots), tx.now)
+        return refused, await self._claim(tx, slots)
 
     def _free(self, session: WorkerSession, task_id: str, fencing_token: int) -> None:
         """The slot is free again; the dispatch loop may fill it (unless the
