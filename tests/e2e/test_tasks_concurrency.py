@@ -9,9 +9,11 @@ import asyncio
 import itertools
 import secrets
 
+import grpc
 import pytest
 
 from orchestrator.proto import auth_pb2, tasks_pb2
+from orchestrator.status import violations
 from tests.e2e.conftest import (
     CALL_TIMEOUT,
     Client,
@@ -20,6 +22,7 @@ from tests.e2e.conftest import (
     WorkerProcess,
     connect,
     read_until,
+    refused,
 )
 from tests.e2e.limits_helpers import by_key, intervals, keyed, most_at_once
 from tests.e2e.test_replicas import _worker_on, second_replica  # noqa: F401 (fixture)
@@ -158,3 +161,32 @@ async def test_a_keys_limit_holds_across_replicas(
         await asyncio.to_thread(other.stop, 15)
     assert most_at_once(spans) == {"k": 2}
     assert {s.task_id for s in spans} == {t.id for t in tasks}
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "words"),
+    [
+        (
+            {"concurrency_strategy": tasks_pb2.CONCURRENCY_STRATEGY_CANCEL_NEWEST},
+            "concurrency_strategy",
+            "needs a concurrency_key",
+        ),
+        ({"concurrency_limit": 2}, "concurrency_limit", "needs a concurrency_key"),
+        ({"concurrency_key": "k"}, "concurrency_limit", "must be in [1,"),
+        (
+            {"rate_limit_period": tasks_pb2.RATE_LIMIT_PERIOD_SECOND},
+            "rate_limit_period",
+            "needs a rate_limit_bucket",
+        ),
+        ({"rate_limit": 5}, "rate_limit", "needs a rate_limit_bucket"),
+    ],
+)
+async def test_a_half_given_limit_is_refused_naming_what_it_needs(
+    admin: Client, fields: dict[str, object], field: str, words: str
+) -> None:
+    error = await refused(admin.create("echo", {}, start=True, **fields))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    found = violations(error)
+    assert [v.field for v in found] == [field], found
+    assert words in found[0].description
+    assert await admin.list_ids() == []

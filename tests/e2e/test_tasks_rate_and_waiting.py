@@ -107,3 +107,20 @@ async def test_get_task_says_a_failed_attempt_waits_for_its_retry(
     assert reason == "TASK_WAIT_REASON_RETRY_BACKOFF"
     assert text.startswith("retrying after 20"), text
     await admin.cancel(task.id)
+
+
+async def test_a_cancel_oldest_task_never_waits_for_its_key(
+    admin: Client, start_worker: WorkerFactory
+) -> None:
+    await start_worker("--demo", "--slots", "1")
+    oldest = tasks_pb2.CONCURRENCY_STRATEGY_CANCEL_OLDEST
+    holder = await keyed(admin, "sleep", {"seconds": 30}, "k", 1, concurrency_strategy=oldest)
+    await started(admin, holder.id)
+    newer = await keyed(admin, "echo", {}, "k", 1, concurrency_strategy=oldest)
+    # Its key is full, but it would make room: what holds it is the slot.
+    assert await waiting(admin, newer.id) == (
+        "TASK_WAIT_REASON_NO_FREE_SLOT",
+        f"all 1 slots of the workers serving type echo{WHERE} are busy",
+    )
+    await admin.cancel(holder.id)
+    await started(admin, newer.id)

@@ -165,7 +165,12 @@ def nodes_of_definition(workflow: workflows_pb2.Workflow) -> dict[str, workflows
             "concurrency_key_expression",
             "unknown variable",
         ),
-        ({"concurrency_limit": 3}, "concurrency_key_expression", "is needed"),
+        ({"concurrency_limit": 3}, "concurrency_limit", "needs a concurrency_key_expression"),
+        (
+            {"concurrency_strategy": tasks_pb2.CONCURRENCY_STRATEGY_CANCEL_NEWEST},
+            "concurrency_strategy",
+            "needs a concurrency_key_expression",
+        ),
         ({"concurrency_key_expression": "input.k"}, "concurrency_limit", "must be in [1,"),
         (
             {
@@ -181,7 +186,12 @@ def nodes_of_definition(workflow: workflows_pb2.Workflow) -> dict[str, workflows
             "rate_limit_period",
             "second, minute or hour",
         ),
-        ({"rate_limit": 5, "rate_limit_period": PER_SECOND}, "rate_limit_bucket_expression", ""),
+        (
+            {"rate_limit": 5, "rate_limit_period": PER_SECOND},
+            "rate_limit",
+            "needs a rate_limit_bucket_expression",
+        ),
+        ({"rate_limit_period": PER_SECOND}, "rate_limit_period", "needs a rate_limit_bucket"),
     ],
 )
 async def test_bad_limits_are_refused_at_create_workflow(

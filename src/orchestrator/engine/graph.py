@@ -23,7 +23,7 @@ from orchestrator.engine.validation import (
     type_problem,
 )
 from orchestrator.errors import FieldViolation, InvalidArgument
-from orchestrator.model import Definition, EdgeSpec, NodeSpec
+from orchestrator.model import ConcurrencyStrategy, Definition, EdgeSpec, NodeSpec
 
 MAX_NODES = 1000
 MAX_EDGES = 5000
@@ -111,7 +111,7 @@ def _check_nodes(
 
 def _check_limits(node: NodeSpec, where: str, problems: _Problems) -> None:
     """A key expression needs its limit, a bucket expression its limit and
-    period, and a limit its expression."""
+    period, and a limit, a strategy or a period its expression."""
     if node.concurrency_key_expression:
         if not 1 <= node.concurrency_limit <= MAX_CONCURRENCY_LIMIT:
             problems.add(
@@ -119,7 +119,9 @@ def _check_limits(node: NodeSpec, where: str, problems: _Problems) -> None:
                 f"must be in [1, {MAX_CONCURRENCY_LIMIT}] with a concurrency_key_expression",
             )
     elif node.concurrency_limit:
-        problems.add(f"{where}.concurrency_key_expression", "is needed with a concurrency_limit")
+        problems.add(f"{where}.concurrency_limit", "needs a concurrency_key_expression")
+    elif node.concurrency_strategy is not ConcurrencyStrategy.QUEUE:
+        problems.add(f"{where}.concurrency_strategy", "needs a concurrency_key_expression")
     if node.rate_limit_bucket_expression:
         if not 1 <= node.rate_limit <= MAX_RATE_LIMIT:
             problems.add(
@@ -129,9 +131,8 @@ def _check_limits(node: NodeSpec, where: str, problems: _Problems) -> None:
         if node.rate_limit_period_seconds not in PERIODS:
             problems.add(f"{where}.rate_limit_period", "name one: second, minute or hour")
     elif node.rate_limit or node.rate_limit_period_seconds:
-        problems.add(
-            f"{where}.rate_limit_bucket_expression", "is needed with a rate_limit and its period"
-        )
+        given = "rate_limit" if node.rate_limit else "rate_limit_period"
+        problems.add(f"{where}.{given}", "needs a rate_limit_bucket_expression")
 
 
 def _check_edges(

@@ -110,13 +110,15 @@ def field_problems(values: dict[str, Any], max_payload_bytes: int, prefix: str =
 
 
 def concurrency_problems(concurrency: Concurrency | None, prefix: str = "") -> list[FieldViolation]:
-    """A key needs a limit of its own (DESIGN §4), and a limit a key."""
+    """A key needs a limit of its own (DESIGN §4), and a limit or a
+    strategy a key."""
     if concurrency is None:
         return []
-    problems = []
     if not concurrency.key:
-        problems.append(FieldViolation(prefix + "concurrency_key", "is needed with a limit"))
-    elif len(concurrency.key) > MAX_KEY:
+        given = "concurrency_limit" if concurrency.limit else "concurrency_strategy"
+        return [FieldViolation(prefix + given, "needs a concurrency_key")]
+    problems = []
+    if len(concurrency.key) > MAX_KEY:
         problems.append(FieldViolation(prefix + "concurrency_key", f"at most {MAX_KEY} characters"))
     if not 1 <= concurrency.limit <= MAX_CONCURRENCY_LIMIT:
         problems.append(
@@ -131,10 +133,11 @@ def concurrency_problems(concurrency: Concurrency | None, prefix: str = "") -> l
 def rate_limit_problems(rate: RateLimit | None, prefix: str = "") -> list[FieldViolation]:
     if rate is None:
         return []
-    problems = []
     if not rate.bucket:
-        problems.append(FieldViolation(prefix + "rate_limit_bucket", "is needed with a limit"))
-    elif len(rate.bucket) > MAX_KEY:
+        given = "rate_limit" if rate.limit else "rate_limit_period"
+        return [FieldViolation(prefix + given, "needs a rate_limit_bucket")]
+    problems = []
+    if len(rate.bucket) > MAX_KEY:
         problems.append(
             FieldViolation(prefix + "rate_limit_bucket", f"at most {MAX_KEY} characters")
         )

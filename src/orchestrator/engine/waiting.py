@@ -10,12 +10,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from orchestrator.engine.dispatch import Dispatcher, WorkerSession
-from orchestrator.model import Task, TaskStatus, WaitReason
+from orchestrator.model import ConcurrencyStrategy, Task, TaskStatus, WaitReason
 from orchestrator.store import Database
 from orchestrator.store import limits as limit_store
 from orchestrator.store.types import utcnow
 
 Waiting = tuple[WaitReason, str]
+CANCEL_OLDEST = ConcurrencyStrategy.CANCEL_OLDEST
 
 
 class WaitReasons:
@@ -51,7 +52,8 @@ class WaitReasons:
     async def _held_by_limits(self, task: Task, now: datetime) -> Waiting | None:
         concurrency, rate = task.concurrency, task.rate_limit
         async with self._db.read() as conn:
-            if concurrency is not None:
+            # CANCEL_OLDEST never waits for its key: it makes room.
+            if concurrency is not None and concurrency.strategy is not CANCEL_OLDEST:
                 running = await limit_store.running_with_key(conn, task.owner_id, concurrency.key)
                 if running >= concurrency.limit:
                     return (
