@@ -107,6 +107,10 @@ def test_shorthands(shorthand: str, expansion: str) -> None:
         ("* * * *", "expected 5 fields (minute hour day-of-month month day-of-week), got 4"),
         ("* * * * * *", "got 6"),
         ("@reboot", "unknown shorthand '@reboot'"),
+        # Digits str.isdigit() takes but int() does not.
+        ("\u00b2 * * * *", "minute field '\u00b2': '\u00b2' is not a minute value"),
+        ("*/\u00b3 * * * *", "minute field '*/\u00b3': step '\u00b3' is not a number >= 1"),
+        ("* \u0661 * * *", "hour field '\u0661': '\u0661' is not a hour value"),
     ],
 )
 def test_errors_name_the_field_and_value(expression: str, message: str) -> None:
@@ -184,7 +188,9 @@ def test_problems() -> None:
     ]
     for bad in (-1, MAX_INTERVAL_SECONDS + 1):
         assert [f for f, _ in calendar_problems("", bad, "UTC", None, None)] == ["interval_seconds"]
-    for zone in ("Mars/Olympus", "utc", "../etc/passwd", "/etc/localtime", "America", "zone.tab"):
+    zones = ("Mars/Olympus", "utc", "../etc/passwd", "/etc/localtime", "America", "zone.tab")
+    # Files of a zoneinfo directory that ZoneInfo opens but name no place.
+    for zone in (*zones, "localtime", "Factory", "posixrules"):
         assert calendar_problems("", 60, zone, None, None) == [
             ("time_zone", f"unknown time zone {zone!r}; use an IANA name")
         ]
@@ -192,6 +198,11 @@ def test_problems() -> None:
         assert calendar_problems("", 60, "UTC", start, end) == [
             ("end_at", "must be after start_at")
         ]
+    # As long as the column holds, and no longer.
+    assert calendar_problems("0" + " " * 248 + "* * * *", 0, "UTC", None, None) == []
+    assert calendar_problems("0" + " " * 249 + "* * * *", 0, "UTC", None, None) == [
+        ("cron", "at most 256 characters")
+    ]
     # Every problem at once, each under its field.
     assert [f for f, _ in calendar_problems("61 * * * *", 0, "Nowhere", start, start)] == [
         "cron",

@@ -9,20 +9,23 @@ from datetime import datetime, timedelta
 
 from orchestrator.cli.exits import UsageError
 
-_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", re.ASCII)
 _UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
 
 
 def duration(text: str, option: str) -> timedelta:
     """`1h30m`, `90s`, `2d`, or a bare number of seconds."""
     cleaned = text.strip().lower()
-    if cleaned.isdigit():
-        return timedelta(seconds=int(cleaned))
+    if cleaned.isascii() and cleaned.isdigit():
+        cleaned += "s"
     match = _DURATION.fullmatch(cleaned)
     if not cleaned or match is None:
         raise UsageError(f"{option} {text!r}: expected a duration such as 30s, 5m, 1h30m or 2d")
     days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
-    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    try:
+        return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    except OverflowError:
+        raise UsageError(f"{option} {text!r}: too long") from None
 
 
 def spoken(seconds: int) -> str:

@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from itertools import islice, takewhile
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, available_timezones
 
 MAX_INTERVAL_SECONDS = 366 * 24 * 3600
+MAX_CRON = 256  # the column's width
 
 # February 29 comes back after 8 years across a century that is not a leap
 # year (2096, then 2104), the longest gap a schedule that can fire has; a
@@ -160,7 +161,7 @@ def _parse_item(item: str, spec: _Field) -> range:
     base, slash, step_text = item.partition("/")
     step = 1
     if slash:
-        if not step_text.isdigit() or int(step_text) == 0:
+        if not _is_number(step_text) or int(step_text) == 0:
             raise CronError(f"{spec.name} field {item!r}: step {step_text!r} is not a number >= 1")
         step = int(step_text)
     if base == "*":
@@ -179,7 +180,7 @@ def _parse_item(item: str, spec: _Field) -> range:
 def _parse_value(text: str, item: str, spec: _Field) -> int:
     if text.upper() in spec.names:
         return spec.names.index(text.upper()) + spec.names_from
-    if not text.isdigit():
+    if not _is_number(text):
         raise CronError(f"{spec.name} field {item!r}: {text!r} is not a {spec.name} value")
     value = int(text)
     if not spec.low <= value <= spec.highest_written:
@@ -189,8 +190,20 @@ def _parse_value(text: str, item: str, spec: _Field) -> int:
     return value
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes '²', which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name or "UTC")
+
+
+@lru_cache(maxsize=1)
+def _zone_names() -> frozenset[str]:
+    """The IANA names: not the other files a zoneinfo directory holds
+    (`localtime`, `posixrules`, `Factory`), which name no place's time."""
+    return frozenset(available_timezones() - {"Factory", "localtime", "posixrules"})
 
 
 def calendar_problems(
@@ -207,6 +220,8 @@ def calendar_problems(
         problems.append(("interval_seconds", "give either cron or interval_seconds, not both"))
     elif not cron and not interval_seconds:
         problems.append(("cron", "give either cron or interval_seconds"))
+    elif len(cron) > MAX_CRON:
+        problems.append(("cron", f"at most {MAX_CRON} characters"))
     elif cron:
         try:
             never = parse_cron(cron).never_fires()
@@ -222,9 +237,7 @@ def calendar_problems(
                 f"must be between 1 and {MAX_INTERVAL_SECONDS} (366 days), got {interval_seconds}",
             )
         )
-    try:
-        _zone(time_zone)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
+    if time_zone and time_zone not in _zone_names():
         problems.append(("time_zone", f"unknown time zone {time_zone!r}; use an IANA name"))
     if start_at is not None and end_at is not None and end_at <= start_at:
         problems.append(("end_at", "must be after start_at"))
