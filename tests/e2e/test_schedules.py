@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
+from google.protobuf.duration_pb2 import Duration
 
 from orchestrator.proto import auth_pb2, schedules_pb2, tasks_pb2, workflows_pb2
 from tests.e2e.conftest import CALL_TIMEOUT, Client, connect, fields_of, refused, to_struct
@@ -168,6 +169,22 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         {"cron": "@daily", "jitter_seconds": 3601, "task": template()},
         ["jitter_seconds"],
     ),
+    ("a digit int() refuses", {"cron": "\u00b2 * * * *", "task": template()}, ["cron"]),
+    (
+        "cron wider than its column",
+        {"cron": "0" + " " * 256 + "* * * *", "task": template()},
+        ["cron"],
+    ),
+    (
+        "zoneinfo's localtime",
+        {"cron": "@daily", "time_zone": "localtime", "task": template()},
+        ["time_zone"],
+    ),
+    (
+        "zoneinfo's Factory",
+        {"cron": "@daily", "time_zone": "Factory", "task": template()},
+        ["time_zone"],
+    ),
     (
         "negative catch-up",
         {"interval_seconds": 60, "catchup_window_seconds": -1, "task": template()},
@@ -214,6 +231,10 @@ async def test_every_problem_at_once_and_an_update_names_them_under_schedule(
         schedules.create("n" * 129, cron="nope", time_zone="Nowhere/Town", jitter_seconds=-1)
     )
     assert set(fields_of(error)) == {"name", "cron", "time_zone", "task", "jitter_seconds"}
+    # A template the decoding refuses is named with the rest, not alone.
+    bad_template = template(delay=Duration(seconds=-1))
+    error = await refused(schedules.create("n" * 129, cron="nope", task=bad_template))
+    assert set(fields_of(error)) == {"name", "cron", "task.delay"}
     schedule = await schedules.create(interval_seconds=3600, task=template(), paused=True)
     error = await refused(schedules.update(schedule.id, cron="* * *", task=template("")))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -18,6 +18,7 @@ from orchestrator.engine.schedule_times import (
     plan_round,
     upcoming,
 )
+from orchestrator.engine.schedules import next_time
 from orchestrator.model import NewTask, Schedule, ScheduleSpec
 
 CREATED = datetime(2030, 3, 1, 12, 0, tzinfo=UTC)
@@ -84,7 +85,7 @@ def test_a_huge_backlog_fires_in_rounds_of_a_bounded_size() -> None:
                  catchup_window_seconds=86400)  # fmt: skip
     fired: list[datetime] = []
     while (planned := plan_round(s, now)).fire:
-        assert len(planned.fire) <= MAX_FIRES_PER_ROUND + 1
+        assert len(planned.fire) <= MAX_FIRES_PER_ROUND
         fired += planned.fire
         s = dataclasses.replace(s, next_fire_at=planned.next_fire_at)
     assert fired == [CREATED + timedelta(seconds=k) for k in range(1, 7201)]
@@ -113,7 +114,7 @@ def test_nothing_after_the_end() -> None:
 
 def test_jitter_delays_a_fire_the_same_way_on_every_replica() -> None:
     s = schedule(next_fire_at=CREATED + MINUTE, jitter_seconds=30)
-    due = due_at(s.id, CREATED + MINUTE, 30)
+    due = due_at(s, CREATED + MINUTE)
     assert CREATED + MINUTE <= due <= CREATED + MINUTE + timedelta(seconds=30)
     assert plan_round(s, due - timedelta(microseconds=1)).fire == []
     assert plan_round(s, due).fire == [CREATED + MINUTE]
@@ -126,12 +127,75 @@ def test_jitter_delays_a_fire_the_same_way_on_every_replica() -> None:
     ),
 )
 def test_jitter_stays_within_its_bound(seconds: int, at: datetime) -> None:
-    delay = jitter("schedule-1", at, seconds)
-    assert timedelta(0) <= delay <= timedelta(seconds=seconds)
-    assert delay == jitter("schedule-1", at, seconds)
+    bound = timedelta(seconds=seconds)
+    delay = jitter("schedule-1", at, bound)
+    assert timedelta(0) <= delay < bound
+    assert delay == jitter("schedule-1", at, bound)
+
+
+def run_rounds(s: Schedule, start: datetime, end: datetime, step: timedelta) -> list[datetime]:
+    """Every time fired by rounds from `start` to `end`, one each `step`."""
+    fired: list[datetime] = []
+    now = start
+    while now <= end:
+        planned = plan_round(s, now)
+        fired += planned.fire
+        s = dataclasses.replace(s, next_fire_at=planned.next_fire_at)
+        now += step
+    return fired
+
+
+def test_a_loop_a_little_behind_an_every_second_schedule_misses_no_time() -> None:
+    """Rounds a little over a second apart (a round's own length added to
+    a one-second sleep) fall behind until two times are due at once: with a
+    window of 0, both fire, being late by less than ON_TIME."""
+    first = CREATED + timedelta(seconds=1)
+    s = schedule(next_fire_at=first, interval_seconds=1)
+    planned = plan_round(s, first + timedelta(seconds=1.5))
+    assert planned.fire == [first, first + timedelta(seconds=1)]
+    fired = run_rounds(s, first, first + timedelta(seconds=200), timedelta(seconds=1.07))
+    assert fired == [first + timedelta(seconds=k) for k in range(len(fired))]
+    assert len(fired) >= 199
+
+
+def test_cron_jitter_wider_than_the_gap_holds_no_time_back() -> None:
+    """An every-minute cron with an hour's jitter: each time's delay is cut
+    to the gap to the next, so the times come in order and none is skipped."""
+    s = schedule(next_fire_at=CREATED + MINUTE, cron="* * * * *", interval_seconds=0,
+                 jitter_seconds=3600)  # fmt: skip
+    times = [CREATED + MINUTE * k for k in range(1, 182)]
+    dues = [due_at(s, t) for t in times]
+    assert all(t <= d < t + MINUTE for t, d in zip(times, dues, strict=True))
+    assert dues == sorted(dues) and len(set(dues)) == len(dues)
+    end = CREATED + timedelta(hours=3)
+    fired = run_rounds(s, CREATED, end, timedelta(seconds=1))
+    assert fired == [t for t, d in zip(times, dues, strict=True) if d <= end]
+    assert len(fired) >= 179
+
+
+def test_jitter_never_moves_the_last_fire_past_the_end() -> None:
+    end = CREATED + MINUTE * 3 + timedelta(seconds=5)
+    s = schedule(next_fire_at=CREATED + MINUTE, end_at=end, jitter_seconds=50)
+    last = CREATED + MINUTE * 3
+    assert last <= due_at(s, last) < end
+    fired = run_rounds(s, CREATED, CREATED + MINUTE * 5, timedelta(seconds=1))
+    assert fired == [CREATED + MINUTE * k for k in (1, 2, 3)]
 
 
 def test_upcoming_times_none_while_paused() -> None:
     s = schedule(next_fire_at=CREATED + MINUTE)
     assert upcoming(s, 3) == [CREATED + MINUTE * k for k in (1, 2, 3)]
     assert upcoming(dataclasses.replace(s, paused=True), 3) == []
+
+
+def test_an_update_keeps_a_due_time_still_inside_its_jitter() -> None:
+    """A time due at 12:01 but jittered to 12:01:40: an update at 12:01:20
+    that keeps the time in its calendar does not drop it."""
+    time = CREATED + MINUTE
+    now = time + timedelta(seconds=20)
+    same = schedule(next_fire_at=time, jitter_seconds=50)
+    assert next_time(same, time, now) == time
+    hourly = schedule(next_fire_at=time, interval_seconds=3600)
+    assert next_time(hourly, time, now) == CREATED + timedelta(hours=1)
+    assert next_time(same, time + MINUTE, now) == time + MINUTE  # not due: from now on
+    assert next_time(same, None, now) == time + MINUTE

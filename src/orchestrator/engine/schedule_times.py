@@ -14,8 +14,12 @@ from orchestrator.engine.calendar import Calendar
 from orchestrator.model import Schedule
 
 # Fires one transaction starts for one schedule (a long outage with a wide
-# catch-up window): the rest follow in the next rounds.
-MAX_FIRES_PER_ROUND = 1000
+# catch-up window): the rest follow in the next rounds, each short.
+MAX_FIRES_PER_ROUND = 100
+# A time less late than this is on time, not missed, whatever the catch-up
+# window: a round takes time, and a loop a little behind an every-second
+# schedule finds two of its times due at once.
+ON_TIME = timedelta(seconds=2)
 # Enough for the densest stretch a backwards search can meet (a cron
 # schedule firing every minute of a whole day is 1,440).
 _SEARCH_LIMIT = 100_000
@@ -36,19 +40,34 @@ def calendar_of(schedule: Schedule) -> Calendar:
     )
 
 
-def jitter(schedule_id: str, scheduled_at: datetime, jitter_seconds: int) -> timedelta:
-    """How late the fire for `scheduled_at` comes, in [0, jitter_seconds]:
-    random-looking but derived from the schedule and the time, so every
-    replica agrees on it without storing it."""
-    if jitter_seconds <= 0:
-        return timedelta(0)
+def jitter(schedule_id: str, scheduled_at: datetime, bound: timedelta) -> timedelta:
+    """How late the fire for `scheduled_at` comes, in [0, bound): random-
+    looking but derived from the schedule and the time, so every replica
+    agrees on it without storing it."""
     micros = (scheduled_at - _EPOCH) // _MICROSECOND
     digest = hashlib.sha256(f"{schedule_id}/{micros}".encode()).digest()
-    return timedelta(microseconds=int.from_bytes(digest[:8]) % (jitter_seconds * 1_000_000 + 1))
+    return timedelta(microseconds=int.from_bytes(digest[:8]) * (bound // _MICROSECOND) >> 64)
 
 
-def due_at(schedule_id: str, scheduled_at: datetime, jitter_seconds: int) -> datetime:
-    return scheduled_at + jitter(schedule_id, scheduled_at, jitter_seconds)
+def due_at(schedule: Schedule, time: datetime, following: datetime | None = None) -> datetime:
+    """When the fire for `time` comes: its jitter added, bounded by the
+    schedule's next time (`following`, looked up if not given) or, for its
+    last, by end_at. So fires come in the order of their times, one's delay
+    never holds back the next, and none comes after end_at."""
+    spec = schedule.spec
+    if spec.jitter_seconds <= 0:
+        return time
+    if following is None:
+        following = calendar_of(schedule).next_after(time)
+    limit = following if following is not None else spec.end_at
+    bound = timedelta(seconds=spec.jitter_seconds)
+    if limit is not None:
+        bound = min(bound, limit - time)
+    return time + jitter(schedule.id, time, bound)
+
+
+def due_or_none(schedule: Schedule, time: datetime | None) -> datetime | None:
+    return None if time is None else due_at(schedule, time)
 
 
 @dataclass(frozen=True)
@@ -57,38 +76,43 @@ class Round:
 
     fire: list[datetime]  # in order
     next_fire_at: datetime | None  # the next time not dealt with (may be due already)
+    due_at: datetime | None  # when next_fire_at fires
 
 
 def plan_round(schedule: Schedule, now: datetime) -> Round:
     """The times from `next_fire_at` on that are due (their jitter included)
-    by `now`: those within the catch-up window of now fire, or, if none is,
-    the latest due one; the others are skipped."""
+    by `now`: those within the catch-up window of now (or less than ON_TIME
+    late) fire, or, if none is, the latest due one; the others are skipped.
+    At most MAX_FIRES_PER_ROUND; the rest are left due for the next round."""
     first = schedule.next_fire_at
     spec = schedule.spec
-    if first is None or due_at(schedule.id, first, spec.jitter_seconds) > now:
-        return Round([], first)
+    if first is None:
+        return Round([], None, None)
     calendar = calendar_of(schedule)
-    window_start = now - timedelta(seconds=spec.catchup_window_seconds)
+    first_due = due_at(schedule, first)
+    if first_due > now:
+        return Round([], first, first_due)
+    window_start = now - max(timedelta(seconds=spec.catchup_window_seconds), ON_TIME)
     # Before this, every time is due (whatever its jitter) and outside the
     # window: only the latest of them can matter.
     horizon = window_start - timedelta(seconds=spec.jitter_seconds)
     if first >= horizon:
-        older, times = None, [first, *calendar.between(first, now, MAX_FIRES_PER_ROUND)]
+        older, times = None, [first, *calendar.between(first, now, MAX_FIRES_PER_ROUND - 1)]
     else:
         older = latest_before(calendar, first, horizon)
         times = calendar.between(horizon - _MICROSECOND, now, MAX_FIRES_PER_ROUND)
+    following = calendar.next_after(times[-1] if times else horizon - _MICROSECOND)
     due: list[datetime] = []
-    next_fire_at: datetime | None = None
-    for time in times:
-        if due_at(schedule.id, time, spec.jitter_seconds) > now:
-            next_fire_at = time
+    next_fire_at, next_due = following, due_or_none(schedule, following)
+    for time, after in zip(times, [*times[1:], following], strict=False):
+        time_due = due_at(schedule, time, after)
+        if time_due > now:
+            next_fire_at, next_due = time, time_due
             break
         due.append(time)
-    else:
-        next_fire_at = calendar.next_after(times[-1] if times else horizon - _MICROSECOND)
     in_window = [time for time in due if time >= window_start]
     latest = due[-1:] or ([older] if older else [])
-    return Round(in_window or latest, next_fire_at)
+    return Round(in_window or latest, next_fire_at, next_due)
 
 
 def latest_before(calendar: Calendar, first: datetime, until: datetime) -> datetime:

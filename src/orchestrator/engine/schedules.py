@@ -9,7 +9,9 @@ sees the change: once PauseSchedule returns, nothing more fires.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from orchestrator.auth.identity import Identity
@@ -17,7 +19,7 @@ from orchestrator.engine import pages
 from orchestrator.engine.calendar import calendar_problems
 from orchestrator.engine.journal import Changes, Journal
 from orchestrator.engine.schedule_fires import Fires, WorkflowGone, pause_for_gone_workflow
-from orchestrator.engine.schedule_times import calendar_of
+from orchestrator.engine.schedule_times import MAX_FIRES_PER_ROUND, calendar_of, due_or_none
 from orchestrator.engine.validation import MAX_DESCRIPTION, check_new_task, payload_problem
 from orchestrator.errors import (
     AlreadyExists,
@@ -35,6 +37,7 @@ from orchestrator.store.types import utcnow
 MAX_NAME = 128
 MAX_JITTER_SECONDS = 3600
 MAX_BACKFILL = 1000
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class ScheduleEngine:
@@ -47,9 +50,17 @@ class ScheduleEngine:
         self._max_payload = max_payload_bytes
 
     async def create(
-        self, caller: Identity, spec: ScheduleSpec, *, paused: bool, note: str
+        self,
+        caller: Identity,
+        spec: ScheduleSpec,
+        *,
+        paused: bool,
+        note: str,
+        problems: Sequence[FieldViolation] = (),
     ) -> Schedule:
-        await self._check(spec, caller.user_id)
+        """`problems`: found while decoding the spec (its task template's),
+        refused with the spec's own."""
+        await self._check(spec, caller.user_id, problems)
         _check_note(note)
         now = utcnow()
         schedule = Schedule(
@@ -65,8 +76,9 @@ class ScheduleEngine:
             schedule = dataclasses.replace(
                 schedule, next_fire_at=calendar_of(schedule).next_after(now)
             )
+        due = due_or_none(schedule, schedule.next_fire_at)
         async with self._db.write() as conn:
-            if not await schedule_store.insert(conn, schedule):
+            if not await schedule_store.insert(conn, schedule, due):
                 raise AlreadyExists(f"you already have a schedule named {spec.name!r}")
         self._fires.wake()
         return schedule
@@ -89,17 +101,28 @@ class ScheduleEngine:
             )
         return pages.cut(found, limit)
 
-    async def update(self, caller: Identity, schedule_id: str, spec: ScheduleSpec) -> Schedule:
-        """The new spec; the next times computed anew from now, the history kept."""
+    async def update(
+        self,
+        caller: Identity,
+        schedule_id: str,
+        spec: ScheduleSpec,
+        problems: Sequence[FieldViolation] = (),
+    ) -> Schedule:
+        """The new spec; the next times computed anew from now, the history
+        kept. A time due but still inside its jitter stays if the new spec
+        has it too."""
         current = await self.get(caller, schedule_id)
-        await self._check(spec, current.owner_id)
+        await self._check(spec, current.owner_id, problems)
         async with self._db.write() as conn:
             found = await schedule_store.get(conn, schedule_id, lock=True)
             locked = _visible(caller, schedule_id, found)
             now = utcnow()
             changed = dataclasses.replace(locked, spec=spec)
-            next_fire_at = None if locked.paused else calendar_of(changed).next_after(now)
-            if not await schedule_store.replace_spec(conn, schedule_id, spec, next_fire_at, now):
+            next_fire_at = None if locked.paused else next_time(changed, locked.next_fire_at, now)
+            due = due_or_none(changed, next_fire_at)
+            if not await schedule_store.replace_spec(
+                conn, schedule_id, spec, next_fire_at, due, now
+            ):
                 raise AlreadyExists(f"you already have a schedule named {spec.name!r}")
         self._fires.wake()
         return await self.get(caller, schedule_id)
@@ -119,6 +142,7 @@ class ScheduleEngine:
                 paused=True,
                 note=note,
                 next_fire_at=None,
+                due_at=None,
                 buffered_at=None,
                 updated_at=utcnow(),
             )
@@ -135,7 +159,12 @@ class ScheduleEngine:
             now = utcnow()
             values: dict[str, object] = {"note": note, "updated_at": now}
             if schedule.paused:
-                values.update(paused=False, next_fire_at=calendar_of(schedule).next_after(now))
+                next_fire_at = calendar_of(schedule).next_after(now)
+                values.update(
+                    paused=False,
+                    next_fire_at=next_fire_at,
+                    due_at=due_or_none(schedule, next_fire_at),
+                )
             await schedule_store.set_state(conn, schedule_id, **values)
         self._fires.wake()
         return await self.get(caller, schedule_id)
@@ -170,7 +199,11 @@ class ScheduleEngine:
     ) -> list[ScheduleFire]:
         """A fire for each scheduled time in (start_at, end_at] not fired yet,
         whatever the overlap policy; times after now are left to come. The
-        schedule's last fire stays as it was."""
+        schedule's last fire stays as it was. The times are found outside
+        any transaction, then fired in transactions of at most
+        MAX_FIRES_PER_ROUND, each re-reading under the schedule's lock which
+        are fired: a backfill cut short leaves what it fired, and run again
+        fires the rest."""
         problems = []
         if start_at is None:
             problems.append(FieldViolation("start_at", "is required"))
@@ -181,30 +214,52 @@ class ScheduleEngine:
         if problems:
             raise InvalidArgument(violations=problems)
         assert start_at is not None and end_at is not None
-
-        async def backfill(changes: Changes) -> list[ScheduleFire] | None:
-            schedule = await self._locked(changes, caller, schedule_id)
-            times = calendar_of(schedule).between(
-                start_at, min(end_at, changes.now), MAX_BACKFILL + 1
+        fires: list[ScheduleFire] = []
+        schedule = await self.get(caller, schedule_id)
+        until = min(end_at, utcnow())
+        times = calendar_of(schedule).between(start_at, until, MAX_BACKFILL + 1)
+        if len(times) > MAX_BACKFILL:
+            raise InvalidArgument.field(
+                "end_at", f"the range holds more than {MAX_BACKFILL} times: backfill less"
             )
-            if len(times) > MAX_BACKFILL:
-                raise InvalidArgument.field(
-                    "end_at", f"the range holds more than {MAX_BACKFILL} times: backfill less"
-                )
-            fired = await schedule_store.fired_times(changes.conn, schedule_id, times)
-            fires = []
-            for time in times:
-                if time not in fired:
-                    fire = await self._start(changes, schedule, time)
-                    if fire is None:
-                        return None
-                    fires.append(fire)
-            return fires
-
-        fires = await self._journal.transact(backfill)
-        if fires is None:
-            raise _workflow_gone(schedule_id)
+        cursor = start_at
+        while times:
+            chunk, times = times[:MAX_FIRES_PER_ROUND], times[MAX_FIRES_PER_ROUND:]
+            locked, started = await self._journal.transact(
+                functools.partial(self._backfill, caller, schedule_id, schedule.spec, chunk)
+            )
+            if started is None:
+                raise _workflow_gone(schedule_id)
+            if locked.spec != schedule.spec:  # changed meanwhile: its times found anew
+                schedule = locked
+                times = calendar_of(schedule).between(cursor, until, MAX_BACKFILL)
+                continue
+            fires += started
+            cursor = chunk[-1]
         return fires
+
+    async def _backfill(
+        self,
+        caller: Identity,
+        schedule_id: str,
+        spec: ScheduleSpec,
+        times: list[datetime],
+        changes: Changes,
+    ) -> tuple[Schedule, list[ScheduleFire] | None]:
+        """Fires for those of `times` not fired yet, unless the schedule's
+        spec is no longer `spec` (then none); None if its workflow is gone."""
+        schedule = await self._locked(changes, caller, schedule_id)
+        if schedule.spec != spec:
+            return schedule, []
+        fired = await schedule_store.fired_times(changes.conn, schedule_id, times)
+        fires = []
+        for time in times:
+            if time not in fired:
+                fire = await self._start(changes, schedule, time)
+                if fire is None:
+                    return schedule, None
+                fires.append(fire)
+        return schedule, fires
 
     async def _locked(self, changes: Changes, caller: Identity, schedule_id: str) -> Schedule:
         found = await schedule_store.get(changes.conn, schedule_id, lock=True)
@@ -221,9 +276,16 @@ class ScheduleEngine:
             await pause_for_gone_workflow(changes, schedule)
             return None
 
-    async def _check(self, spec: ScheduleSpec, owner_id: str) -> None:
-        """Every problem with a spec at once, as field violations."""
-        problems = [FieldViolation(field, text) for field, text in _spec_problems(spec)]
+    async def _check(
+        self, spec: ScheduleSpec, owner_id: str, given: Sequence[FieldViolation]
+    ) -> None:
+        """Every problem with a spec at once, as field violations; `given`
+        are its task template's, which then is left out of `spec`."""
+        problems = list(given)
+        problems += [
+            FieldViolation(field, text)
+            for field, text in _spec_problems(spec, template_given=bool(given))
+        ]
         if spec.task is not None:
             try:
                 check_new_task(spec.task, self._max_payload)
@@ -254,7 +316,17 @@ class ScheduleEngine:
             raise InvalidArgument(violations=problems)
 
 
-def _spec_problems(spec: ScheduleSpec) -> list[tuple[str, str]]:
+def next_time(schedule: Schedule, current: datetime | None, now: datetime) -> datetime | None:
+    """The schedule's next time from now on; its current one if that is
+    due (perhaps still inside its jitter) and still one of its times."""
+    calendar = calendar_of(schedule)
+    if current is not None and current <= now:
+        if calendar.next_after(current - _MICROSECOND) == current:
+            return current
+    return calendar.next_after(now)
+
+
+def _spec_problems(spec: ScheduleSpec, *, template_given: bool) -> list[tuple[str, str]]:
     problems = calendar_problems(
         spec.cron, spec.interval_seconds, spec.time_zone, spec.start_at, spec.end_at
     )
@@ -262,7 +334,7 @@ def _spec_problems(spec: ScheduleSpec) -> list[tuple[str, str]]:
         problems.append(("name", f"1-{MAX_NAME} printable characters"))
     if spec.task is not None and spec.workflow_id:
         problems.append(("workflow_id", "give a task or a workflow_id, not both"))
-    elif spec.task is None and not spec.workflow_id:
+    elif spec.task is None and not spec.workflow_id and not template_given:
         problems.append(("task", "give a task to create or a workflow_id to run"))
     if spec.task is not None and spec.input:
         problems.append(("input", "goes with workflow_id; a task takes its input in task.input"))

@@ -81,19 +81,26 @@ class CreateScheduleRequest(_message.Message):
     """Unique per owner."""
     cron: _builtins.str
     """5 fields (minute hour day-of-month month day-of-week) or @hourly,
-    @daily, @weekly, @monthly, @yearly; exactly one of cron and
-    interval_seconds.
+    @daily, @weekly, @monthly, @yearly, at most 256 characters; exactly one
+    of cron and interval_seconds.
     """
     interval_seconds: _builtins.int
     time_zone: _builtins.str
-    """IANA name; empty: UTC. Cron times are local times in this zone."""
+    """IANA name (as Europe/Paris; not localtime); empty: UTC. Cron times
+    are local times in this zone.
+    """
     workflow_id: _builtins.str
     overlap: Global___OverlapPolicy.ValueType
     jitter_seconds: _builtins.int
-    """Each fire starts up to this many seconds late, at random."""
+    """Each fire starts up to this many seconds late (at most 3600; less than
+    interval_seconds), at random; never as late as the schedule's next
+    time, nor after end_at.
+    """
     catchup_window_seconds: _builtins.int
     """After downtime, the missed times within this many seconds of now fire;
-    0: only the latest missed time.
+    0: only the latest missed time. A time less than 2 s late is never
+    missed. With SKIP and CANCEL_OTHER only the latest of them starts (the
+    others would be skipped or cancelled at once).
     """
     paused: _builtins.bool
     """Created paused."""

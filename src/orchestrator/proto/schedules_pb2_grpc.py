@@ -113,7 +113,8 @@ class ScheduleServiceServicer:
 
     def UpdateSchedule(self, request, context):
         """Replaces the schedule's spec; its history (last fire) is kept and its
-        next times are computed anew from now.
+        next times are computed anew from now (a time already due but still
+        inside its jitter stays if the new spec has it too).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -149,7 +150,10 @@ class ScheduleServiceServicer:
 
     def BackfillSchedule(self, request, context):
         """Fires once for every scheduled time in (start_at, end_at] not fired
-        yet (at most 1,000), whatever the overlap policy.
+        yet (at most 1,000), whatever the overlap policy. A time counts as
+        fired even once its task or run was deleted. Fires in steps of at most
+        100: one that fails part way keeps what it fired, and called again
+        fires the rest.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -43,7 +43,8 @@ class ScheduleServiceStub:
     ListSchedules: _grpc.UnaryUnaryMultiCallable[_schedules_pb2.ListSchedulesRequest, _schedules_pb2.ListSchedulesResponse]
     UpdateSchedule: _grpc.UnaryUnaryMultiCallable[_schedules_pb2.UpdateScheduleRequest, _schedules_pb2.Schedule]
     """Replaces the schedule's spec; its history (last fire) is kept and its
-    next times are computed anew from now.
+    next times are computed anew from now (a time already due but still
+    inside its jitter stays if the new spec has it too).
     """
     DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_schedules_pb2.DeleteScheduleRequest, _schedules_pb2.DeleteScheduleResponse]
     PauseSchedule: _grpc.UnaryUnaryMultiCallable[_schedules_pb2.PauseScheduleRequest, _schedules_pb2.Schedule]
@@ -56,7 +57,10 @@ class ScheduleServiceStub:
     """Fires now, once, whatever the overlap policy (scheduled_at = now)."""
     BackfillSchedule: _grpc.UnaryUnaryMultiCallable[_schedules_pb2.BackfillScheduleRequest, _schedules_pb2.BackfillScheduleResponse]
     """Fires once for every scheduled time in (start_at, end_at] not fired
-    yet (at most 1,000), whatever the overlap policy.
+    yet (at most 1,000), whatever the overlap policy. A time counts as
+    fired even once its task or run was deleted. Fires in steps of at most
+    100: one that fails part way keeps what it fired, and called again
+    fires the rest.
     """
 
 @_typing.type_check_only
@@ -73,7 +77,8 @@ class ScheduleServiceAsyncStub(ScheduleServiceStub):
     ListSchedules: _aio.UnaryUnaryMultiCallable[_schedules_pb2.ListSchedulesRequest, _schedules_pb2.ListSchedulesResponse]  # type: ignore[assignment]
     UpdateSchedule: _aio.UnaryUnaryMultiCallable[_schedules_pb2.UpdateScheduleRequest, _schedules_pb2.Schedule]  # type: ignore[assignment]
     """Replaces the schedule's spec; its history (last fire) is kept and its
-    next times are computed anew from now.
+    next times are computed anew from now (a time already due but still
+    inside its jitter stays if the new spec has it too).
     """
     DeleteSchedule: _aio.UnaryUnaryMultiCallable[_schedules_pb2.DeleteScheduleRequest, _schedules_pb2.DeleteScheduleResponse]  # type: ignore[assignment]
     PauseSchedule: _aio.UnaryUnaryMultiCallable[_schedules_pb2.PauseScheduleRequest, _schedules_pb2.Schedule]  # type: ignore[assignment]
@@ -86,7 +91,10 @@ class ScheduleServiceAsyncStub(ScheduleServiceStub):
     """Fires now, once, whatever the overlap policy (scheduled_at = now)."""
     BackfillSchedule: _aio.UnaryUnaryMultiCallable[_schedules_pb2.BackfillScheduleRequest, _schedules_pb2.BackfillScheduleResponse]  # type: ignore[assignment]
     """Fires once for every scheduled time in (start_at, end_at] not fired
-    yet (at most 1,000), whatever the overlap policy.
+    yet (at most 1,000), whatever the overlap policy. A time counts as
+    fired even once its task or run was deleted. Fires in steps of at most
+    100: one that fails part way keeps what it fired, and called again
+    fires the rest.
     """
 
 class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -124,7 +132,8 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_schedules_pb2.Schedule, _abc.Awaitable[_schedules_pb2.Schedule]]:
         """Replaces the schedule's spec; its history (last fire) is kept and its
-        next times are computed anew from now.
+        next times are computed anew from now (a time already due but still
+        inside its jitter stays if the new spec has it too).
         """
 
     @_abc_1.abstractmethod
@@ -167,7 +176,10 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_schedules_pb2.BackfillScheduleResponse, _abc.Awaitable[_schedules_pb2.BackfillScheduleResponse]]:
         """Fires once for every scheduled time in (start_at, end_at] not fired
-        yet (at most 1,000), whatever the overlap policy.
+        yet (at most 1,000), whatever the overlap policy. A time counts as
+        fired even once its task or run was deleted. Fires in steps of at most
+        100: one that fails part way keeps what it fired, and called again
+        fires the rest.
         """
 
 def add_ScheduleServiceServicer_to_server(servicer: ScheduleServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from google.protobuf import timestamp_pb2
 
-from orchestrator.errors import InvalidArgument
+from orchestrator.errors import FieldViolation, InvalidArgument
 from orchestrator.model import NewTask, Overlap, Schedule, ScheduleFire, ScheduleSpec
 from orchestrator.proto import schedules_pb2, tasks_pb2
 from orchestrator.services.convert import (
@@ -23,16 +23,23 @@ from orchestrator.services.convert_tasks import limit_fields, new_task
 
 def spec_domain(
     request: schedules_pb2.CreateScheduleRequest, default_max_attempts: int, now: datetime
-) -> ScheduleSpec:
+) -> tuple[ScheduleSpec, list[FieldViolation]]:
+    """The spec, and what is wrong with its task template (then left out of
+    the spec), for the engine to report with every other problem at once."""
     workflow_id = request.workflow_id or None
-    return ScheduleSpec(
+    task: NewTask | None = None
+    problems: list[FieldViolation] = []
+    if request.HasField("task"):
+        try:
+            task = _template(request.task, default_max_attempts, now)
+        except InvalidArgument as invalid:
+            problems = list(invalid.under("task.").violations)
+    spec = ScheduleSpec(
         name=request.name,
         cron=request.cron,
         interval_seconds=request.interval_seconds,
         time_zone=request.time_zone,
-        task=_template(request.task, default_max_attempts, now)
-        if request.HasField("task")
-        else None,
+        task=task,
         workflow_id=workflow_id,
         input=from_struct(request.input),
         overlap=domain_enum(schedules_pb2.OverlapPolicy, request.overlap, Overlap) or Overlap.SKIP,
@@ -41,17 +48,14 @@ def spec_domain(
         end_at=from_timestamp(request, "end_at"),
         catchup_window_seconds=request.catchup_window_seconds,
     )
+    return spec, problems
 
 
 def _template(
     request: tasks_pb2.CreateTaskRequest, default_max_attempts: int, now: datetime
 ) -> NewTask:
     """The task each fire creates, queued at once whatever `start` says."""
-    try:
-        task = new_task(request, default_max_attempts, now)
-    except InvalidArgument as invalid:
-        raise invalid.under("task.") from None
-    return dataclasses.replace(task, start=True)
+    return dataclasses.replace(new_task(request, default_max_attempts, now), start=True)
 
 
 def template_message(task: NewTask) -> tasks_pb2.CreateTaskRequest:

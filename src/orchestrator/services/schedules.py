@@ -9,7 +9,7 @@ from grpc import aio
 from orchestrator.auth import identity
 from orchestrator.engine.schedule_times import upcoming
 from orchestrator.engine.schedules import ScheduleEngine
-from orchestrator.errors import InvalidArgument
+from orchestrator.errors import FieldViolation, InvalidArgument
 from orchestrator.model import Schedule, ScheduleSpec
 from orchestrator.proto import schedules_pb2, schedules_pb2_grpc
 from orchestrator.services.convert import from_timestamp
@@ -30,14 +30,17 @@ class ScheduleService(schedules_pb2_grpc.ScheduleServiceServicer):
         self._engine = engine
         self._default_max_attempts = default_max_attempts
 
-    def _spec(self, request: schedules_pb2.CreateScheduleRequest) -> ScheduleSpec:
+    def _spec(
+        self, request: schedules_pb2.CreateScheduleRequest
+    ) -> tuple[ScheduleSpec, list[FieldViolation]]:
         return spec_domain(request, self._default_max_attempts, utcnow())
 
     async def CreateSchedule(
         self, request: schedules_pb2.CreateScheduleRequest, context: Context
     ) -> schedules_pb2.Schedule:
+        spec, problems = self._spec(request)
         schedule = await self._engine.create(
-            identity.current(), self._spec(request), paused=request.paused, note=request.note
+            identity.current(), spec, paused=request.paused, note=request.note, problems=problems
         )
         return _message(schedule)
 
@@ -60,8 +63,8 @@ class ScheduleService(schedules_pb2_grpc.ScheduleServiceServicer):
         self, request: schedules_pb2.UpdateScheduleRequest, context: Context
     ) -> schedules_pb2.Schedule:
         try:
-            spec = self._spec(request.schedule)
-            schedule = await self._engine.update(identity.current(), request.id, spec)
+            spec, problems = self._spec(request.schedule)
+            schedule = await self._engine.update(identity.current(), request.id, spec, problems)
         except InvalidArgument as invalid:
             # The spec's fields sit under `schedule` in this request.
             raise invalid.under("schedule.") from None

@@ -5,16 +5,20 @@ A fire is taken under the schedule's row lock: `lock_due` on PostgreSQL is
 without waiting on each other, and each re-reads the row it locked (a time
 another replica fired meanwhile is no longer due). SQLite renders no FOR
 UPDATE: its single writer already serialises the transactions that fire.
+
+The loop's reads each second are index range scans: due schedules by
+`due_at`, and the few holding a buffered time by the partial index on
+`buffered_at`. Schedules of disabled users do not fire.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, or_, select, union, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -30,7 +34,7 @@ from orchestrator.model import (
     ScheduleSpec,
     TaskStatus,
 )
-from orchestrator.store.schema import schedules, tasks, workflow_runs
+from orchestrator.store.schema import schedule_fires, schedules, tasks, users, workflow_runs
 from orchestrator.store.types import newer_first_after
 
 _UNFINISHED = (TaskStatus.PENDING.value, TaskStatus.QUEUED.value, TaskStatus.RUNNING.value)
@@ -121,8 +125,9 @@ def _schedule(row: Any) -> Schedule:
     )
 
 
-async def insert(conn: AsyncConnection, schedule: Schedule) -> bool:
-    """False if the owner already has a schedule by this name."""
+async def insert(conn: AsyncConnection, schedule: Schedule, due_at: datetime | None) -> bool:
+    """False if the owner already has a schedule by this name. `due_at`:
+    when its next_fire_at fires, jitter added."""
     try:
         async with conn.begin_nested():
             await conn.execute(
@@ -132,6 +137,7 @@ async def insert(conn: AsyncConnection, schedule: Schedule) -> bool:
                     paused=schedule.paused,
                     note=schedule.note,
                     next_fire_at=schedule.next_fire_at,
+                    due_at=due_at,
                     buffered_at=None,
                     last_fired_at=None,
                     last_task_id=None,
@@ -174,6 +180,7 @@ async def replace_spec(
     schedule_id: str,
     spec: ScheduleSpec,
     next_fire_at: datetime | None,
+    due_at: datetime | None,
     now: datetime,
 ) -> bool:
     """False if the owner has another schedule by the new name. A time
@@ -185,6 +192,7 @@ async def replace_spec(
                 .where(schedules.c.id == schedule_id)
                 .values(
                     next_fire_at=next_fire_at,
+                    due_at=due_at,
                     buffered_at=None,
                     updated_at=now,
                     **_spec_values(spec),
@@ -196,8 +204,8 @@ async def replace_spec(
 
 
 async def set_state(conn: AsyncConnection, schedule_id: str, **values: Any) -> None:
-    """Change where a schedule stands (paused, note, next_fire_at, buffered_at,
-    last_*), without touching updated_at unless given."""
+    """Change where a schedule stands (paused, note, next_fire_at with its
+    due_at, buffered_at, last_*), without touching updated_at unless given."""
     await conn.execute(update(schedules).where(schedules.c.id == schedule_id).values(**values))
 
 
@@ -207,67 +215,96 @@ async def remove(conn: AsyncConnection, schedule_id: str) -> None:
 
 @dataclass(frozen=True)
 class Candidate:
-    """Enough of a schedule to tell whether it is due: read without locks."""
+    """A schedule whose next time comes soon: read without locks."""
 
     id: str
-    next_fire_at: datetime | None
-    jitter_seconds: int
-    buffered: bool
+    due_at: datetime
+
+
+def _firing() -> Any:
+    """Unpaused schedules of enabled users."""
+    return (
+        schedules.join(users, users.c.id == schedules.c.owner_id),
+        and_(schedules.c.paused.is_(False), users.c.disabled.is_(False)),
+    )
 
 
 async def candidates(
-    conn: AsyncConnection, until: datetime, limit: int, offset: int = 0
+    conn: AsyncConnection, until: datetime, after: tuple[datetime, str] | None, limit: int
 ) -> list[Candidate]:
-    """Unpaused schedules whose next time comes by `until`, and those
-    holding a buffered time: a page of them."""
+    """A page of the schedules due by `until`, in (due_at, id) order after
+    the keyset `after`: a schedule a fire moves on (out of the pages read
+    so far) leaves none unread."""
+    joined, firing = _firing()
     query = (
-        select(
-            schedules.c.id,
-            schedules.c.next_fire_at,
-            schedules.c.jitter_seconds,
-            schedules.c.buffered_at,
-        )
-        .where(
-            schedules.c.paused.is_(False),
-            or_(schedules.c.next_fire_at <= until, schedules.c.buffered_at.is_not(None)),
-        )
-        .order_by(schedules.c.next_fire_at, schedules.c.id)
+        select(schedules.c.id, schedules.c.due_at)
+        .select_from(joined)
+        .where(firing, schedules.c.due_at <= until)
+        .order_by(schedules.c.due_at, schedules.c.id)
         .limit(limit)
-        .offset(offset)
     )
-    return [
-        Candidate(row.id, row.next_fire_at, row.jitter_seconds, row.buffered_at is not None)
-        for row in await conn.execute(query)
-    ]
+    if after is not None:
+        due, last_id = after
+        query = query.where(
+            or_(schedules.c.due_at > due, and_(schedules.c.due_at == due, schedules.c.id > last_id))
+        )
+    return [Candidate(row.id, row.due_at) for row in await conn.execute(query)]
 
 
-async def lock_due(conn: AsyncConnection, schedule_ids: Collection[str]) -> list[Schedule]:
-    """Those of the schedules no other transaction holds, locked and read
-    afresh, unpaused ones only, in id order."""
+async def buffered_ready(conn: AsyncConnection, limit: int) -> list[str]:
+    """Schedules holding a buffered time whose last fire's task and run
+    have ended (or are gone): those a round can fire. One still running
+    costs no transaction."""
+    last_task = tasks.alias("last_task")
+    last_run = workflow_runs.alias("last_run")
+    joined, firing = _firing()
+    joined = joined.outerjoin(last_task, last_task.c.id == schedules.c.last_task_id).outerjoin(
+        last_run, last_run.c.id == schedules.c.last_run_id
+    )
+    query = (
+        select(schedules.c.id)
+        .select_from(joined)
+        .where(
+            firing,
+            schedules.c.buffered_at.is_not(None),
+            or_(last_task.c.status.is_(None), last_task.c.status.not_in(_UNFINISHED)),
+            or_(last_run.c.status.is_(None), last_run.c.status != RunStatus.RUNNING.value),
+        )
+        .order_by(schedules.c.id)
+        .limit(limit)
+    )
+    return list((await conn.execute(query)).scalars())
+
+
+async def lock_due(conn: AsyncConnection, schedule_id: str) -> Schedule | None:
+    """The schedule if no other transaction holds it, it is unpaused and
+    its owner enabled: locked and read afresh."""
+    joined, firing = _firing()
     query = (
         select(schedules)
-        .where(schedules.c.id.in_(sorted(schedule_ids)), schedules.c.paused.is_(False))
-        .order_by(schedules.c.id)
-        .with_for_update(skip_locked=True)
+        .select_from(joined)
+        .where(schedules.c.id == schedule_id, firing)
+        .with_for_update(of=schedules, skip_locked=True)
     )
-    return [_schedule(row) for row in await conn.execute(query)]
+    row = (await conn.execute(query)).first()
+    return _schedule(row) if row else None
 
 
 async def fired_times(
     conn: AsyncConnection, schedule_id: str, times: Sequence[datetime]
 ) -> set[datetime]:
-    """Those of `times` for which the schedule already started a task or run."""
+    """Those of `times` the schedule already fired (its task or run may be
+    gone since)."""
     if not times:
         return set()
-    query = union(
-        select(tasks.c.scheduled_at).where(
-            tasks.c.schedule_id == schedule_id, tasks.c.scheduled_at.in_(times)
-        ),
-        select(workflow_runs.c.scheduled_at).where(
-            workflow_runs.c.schedule_id == schedule_id, workflow_runs.c.scheduled_at.in_(times)
-        ),
+    query = select(schedule_fires.c.scheduled_at).where(
+        schedule_fires.c.schedule_id == schedule_id, schedule_fires.c.scheduled_at.in_(times)
     )
     return set((await conn.execute(query)).scalars())
+
+
+async def record_fire(conn: AsyncConnection, schedule_id: str, time: datetime) -> None:
+    await conn.execute(schedule_fires.insert().values(schedule_id=schedule_id, scheduled_at=time))
 
 
 async def unfinished(conn: AsyncConnection, task_id: str | None, run_id: str | None) -> bool:

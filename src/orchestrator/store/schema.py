@@ -310,6 +310,8 @@ schedules = Table(
     Column("workflow_id", String(36), nullable=True),
     Column("input", JSON, nullable=True),
     Column("next_fire_at", UtcDateTime, nullable=True),
+    # When next_fire_at fires, its jitter added: what the fire loop scans.
+    Column("due_at", UtcDateTime, nullable=True),
     # A time held back by the BUFFER_ONE overlap policy.
     Column("buffered_at", UtcDateTime, nullable=True),
     Column("last_fired_at", UtcDateTime, nullable=True),
@@ -318,5 +320,27 @@ schedules = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     UniqueConstraint("owner_id", "name"),
-    Index(None, "next_fire_at"),
+    Index(None, "due_at"),
+)
+# The few schedules holding a buffered time, found without a scan.
+Index(
+    "ix_schedules_buffered_at",
+    schedules.c.buffered_at,
+    sqlite_where=schedules.c.buffered_at.is_not(None),
+    postgresql_where=schedules.c.buffered_at.is_not(None),
+)
+
+# Each time a schedule fired (its loop, TriggerSchedule, BackfillSchedule):
+# what "already fired" means. Not the tasks and runs themselves, which
+# retention and DeleteTask remove; these go only with their schedule.
+schedule_fires = Table(
+    "schedule_fires",
+    metadata,
+    Column(
+        "schedule_id",
+        String(36),
+        ForeignKey("schedules.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("scheduled_at", UtcDateTime, primary_key=True),
 )

@@ -90,6 +90,7 @@ def upgrade() -> None:
         sa.Column("workflow_id", sa.String(36), nullable=True),
         sa.Column("input", sa.JSON(), nullable=True),
         sa.Column("next_fire_at", _TIME, nullable=True),
+        sa.Column("due_at", _TIME, nullable=True),
         sa.Column("buffered_at", _TIME, nullable=True),
         sa.Column("last_fired_at", _TIME, nullable=True),
         sa.Column("last_task_id", sa.String(36), nullable=True),
@@ -102,10 +103,31 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_schedules"),
         sa.UniqueConstraint("owner_id", "name", name="uq_schedules_owner_id_name"),
     )
-    op.create_index("ix_schedules_next_fire_at", "schedules", ["next_fire_at"])
+    op.create_index("ix_schedules_due_at", "schedules", ["due_at"])
+    buffered = sa.text("buffered_at IS NOT NULL")
+    op.create_index(
+        "ix_schedules_buffered_at",
+        "schedules",
+        ["buffered_at"],
+        sqlite_where=buffered,
+        postgresql_where=buffered,
+    )
+    op.create_table(
+        "schedule_fires",
+        sa.Column("schedule_id", sa.String(36), nullable=False),
+        sa.Column("scheduled_at", _TIME, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["schedule_id"],
+            ["schedules.id"],
+            name="fk_schedule_fires_schedule_id_schedules",
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("schedule_id", "scheduled_at", name="pk_schedule_fires"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("schedule_fires")
     op.drop_table("schedules")
     op.drop_table("rate_buckets")
     op.drop_index("ix_workflow_runs_schedule_id_scheduled_at", table_name="workflow_runs")
