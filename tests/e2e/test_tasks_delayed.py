@@ -30,8 +30,10 @@ from tests.support.server import ADMIN_PASSWORD, ADMIN_USERNAME, ServerProcess
 QUEUED = tasks_pb2.TASK_STATUS_QUEUED
 SUCCEEDED = tasks_pb2.TASK_STATUS_SUCCEEDED
 CANCELLED = tasks_pb2.TASK_STATUS_CANCELLED
-# The bound: dispatched within a second of its time.
-LATE_AT_MOST = timedelta(seconds=1)
+# The "within a second of its time" is a figure for a benchmark
+# (bench.delayed); here the bound only tells a start from a task left
+# behind, with room for a loaded machine.
+LATE_AT_MOST = timedelta(seconds=5)
 
 
 def delay(seconds: float) -> duration_pb2.Duration:
