@@ -29,8 +29,7 @@ _bound: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.Contex
 def bound(**ids: str | None) -> Iterator[None]:
     """Every record logged within (in this task, and in tasks it starts)
     carries these ids, unless the call's `extra=` gives its own."""
-    merged = dict(_bound.get()) | {k: v for k, v in ids.items() if v}
-    token = _bound.set(tuple(merged.items()))
+    token = _bound.set((*_bound.get(), *((k, v) for k, v in ids.items() if v)))
     try:
         yield
     finally:
@@ -42,7 +41,8 @@ class Correlation(logging.Filter):
     so records of every logger get them, the caller's own `extra=` first."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        for key, value in (*_bound.get(), *tracing.ids().items()):
+        # Innermost binding first: the first value set for a key stays.
+        for key, value in (*reversed(_bound.get()), *tracing.ids().items()):
             if key not in record.__dict__:
                 setattr(record, key, value)
         return True

@@ -15,7 +15,9 @@ continues the trace of the call that created it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
@@ -138,6 +140,30 @@ def context_of(traceparent: str | None) -> otel_context.Context | None:
     return extracted
 
 
+@contextlib.contextmanager
+def continued(
+    tracer: trace.Tracer, name: str, traceparent: str, attributes: Mapping[str, str | int]
+) -> Iterator[trace.Span | None]:
+    """A span named `name`, child of `traceparent`, current within; None
+    when no tracer provider is installed. Then the span would record
+    nothing, and making it costs more than what it wraps on a busy worker:
+    only the caller's context is made current, so logs still carry its
+    trace."""
+    parent = context_of(traceparent)
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        token = otel_context.attach(parent) if parent is not None else None
+        try:
+            yield None
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+        return
+    with tracer.start_as_current_span(
+        name, context=parent, kind=trace.SpanKind.CONSUMER, attributes=attributes
+    ) as span:
+        yield span
+
+
 def ids() -> dict[str, str]:
     """`trace_id` and `span_id` of the active span, as in W3C headers; empty
     when no span is active."""
@@ -154,6 +180,7 @@ __all__ = [
     "TRACEPARENT",
     "configure",
     "context_of",
+    "continued",
     "current_traceparent",
     "exporter_names",
     "ids",

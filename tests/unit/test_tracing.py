@@ -75,3 +75,15 @@ def test_traceparent_round_trip() -> None:
 def test_no_context_from_no_or_a_bad_traceparent(value: str | None) -> None:
     assert tracing.context_of(value) is None
     assert not trace.get_current_span().get_span_context().is_valid
+
+
+def test_without_a_provider_a_handler_still_runs_in_the_callers_trace() -> None:
+    """No tracer provider installed (this test process sets none): no span
+    is made, but the caller's context is current, so logs carry its trace."""
+    tracer = trace.get_tracer("test")
+    with tracing.continued(tracer, "run echo", TRACEPARENT, {}) as span:
+        assert span is None
+        assert tracing.ids()["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert tracing.ids() == {}
+    with tracing.continued(tracer, "run echo", "", {}) as span:
+        assert span is None and tracing.ids() == {}

@@ -251,21 +251,17 @@ class Session:
     ) -> None:
         """`_run` in a span continuing the trace of the call that created
         the task, its logs carrying the task's id."""
+        attributes: dict[str, str | int] = {
+            "orchestrator.task.id": ctx.task_id,
+            "orchestrator.task.type": ctx.type,
+            "orchestrator.task.attempt": ctx.attempt,
+        }
         with (
             logs.bound(task_id=ctx.task_id),
-            _tracer.start_as_current_span(
-                f"run {ctx.type}",
-                context=tracing.context_of(traceparent),
-                kind=trace.SpanKind.CONSUMER,
-                attributes={
-                    "orchestrator.task.id": ctx.task_id,
-                    "orchestrator.task.type": ctx.type,
-                    "orchestrator.task.attempt": ctx.attempt,
-                },
-            ) as span,
+            tracing.continued(_tracer, f"run {ctx.type}", traceparent, attributes) as span,
         ):
             report = await self._run(registration, ctx, time_limit)
-            if report is not None and report.WhichOneof("kind") == "fail":
+            if span is not None and report is not None and report.WhichOneof("kind") == "fail":
                 span.set_status(trace.StatusCode.ERROR, report.fail.error)
 
     async def _run(
