@@ -148,13 +148,6 @@ class Settings(BaseSettings):
         return f"{host}:{self.port}"
 
     @property
-    def http_address(self) -> tuple[str, int] | None:
-        """(host, port) of the HTTP listener, None when it is off."""
-        if self.http_port is None:
-            return None
-        return self.host.removeprefix("[").removesuffix("]"), self.http_port
-
-    @property
     def uses_default_jwt_secret(self) -> bool:
         return self.jwt_secret.get_secret_value() == DEFAULT_JWT_SECRET
 

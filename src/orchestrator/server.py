@@ -27,6 +27,9 @@ from orchestrator.engine.runtime import Engine
 from orchestrator.engine.status import StatusReader
 from orchestrator.engine.throttle import LoginThrottle
 from orchestrator.engine.waiting import WaitReasons
+from orchestrator.http import HttpListener, bind
+from orchestrator.http import app as http_app
+from orchestrator.metrics import Metrics
 from orchestrator.proto import (
     auth_pb2,
     auth_pb2_grpc,
@@ -117,6 +120,8 @@ class Server:
         self._engine: Engine | None = None
         self._grpc_health: StandardHealth | None = None
         self._tracing: TracerProvider | None = None
+        self._http: HttpListener | None = None
+        self.http_port: int | None = None
 
     async def start(self) -> int:
         settings = self.settings
@@ -126,6 +131,12 @@ class Server:
                 "JWT_SECRET is the built-in development secret: anyone can forge tokens. "
                 "Set JWT_SECRET to a long random value before exposing this server."
             )
+        metrics = None
+        if settings.http_port is not None:
+            # Bound before anything else, so a taken port stops us here.
+            host = settings.host.removeprefix("[").removesuffix("]")
+            self._http = HttpListener(bind(host, settings.http_port, "ORCHESTRATOR_HTTP_PORT"))
+            metrics = Metrics(settings.replica_id)
         log.info("opening database", extra={"dialect": _dialect(settings.database_url)})
         database = Database(
             settings.database_url,
@@ -164,6 +175,8 @@ class Server:
 
         server = aio.server(
             interceptors=[
+                # Outermost: it sees the code every call ends with.
+                *([metrics.interceptor()] if metrics is not None else []),
                 *tracing.server_interceptors(self._tracing),
                 ErrorInterceptor(),
                 AuthGate(accounts.authenticate),
@@ -174,6 +187,8 @@ class Server:
         health_pb2_grpc.add_HealthServiceServicer_to_server(self._health, server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(accounts), server)
         engine = Engine(database, settings, watch)
+        if metrics is not None:
+            metrics.watch(engine, database)
         self._engine = engine
         streams = Streams(self._shutdown, watch)
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(
@@ -219,6 +234,10 @@ class Server:
             f"listening on {settings.host}:{self.port}",
             extra={"tls": "mutual" if settings.tls_client_ca_file else bool(credentials)},
         )
+        if self._http is not None and metrics is not None:
+            await self._http.start(http_app(metrics))
+            self.http_port = self._http.port
+            log.info(f"metrics on http://{settings.host}:{self.http_port}/metrics")
         for name in ("", *SERVICE_NAMES):
             await self._grpc_health.set(name, grpc_health_pb2.HealthCheckResponse.SERVING)
         log.info("health SERVING")
@@ -246,6 +265,9 @@ class Server:
                 log.info("shutdown: workers told to drain")
             await stopping
             log.info("shutdown: gRPC server stopped")
+        if self._http is not None:
+            await self._http.stop()
+            log.info("shutdown: HTTP listener stopped")
         if self._engine is not None:
             await self._engine.stop()
             log.info("shutdown: background loops stopped")

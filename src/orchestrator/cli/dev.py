@@ -19,11 +19,13 @@ log = logging.getLogger("orchestrator.dev")
 
 DEV_ADMIN_USERNAME = "admin"
 DEV_ADMIN_PASSWORD = "orchestrator-dev"
+DEV_HTTP_PORT = 8080
 
 
 def dev_environment() -> None:
     """Defaults for a first look; variables already set win."""
     os.environ.setdefault("ORCHESTRATOR_HOST", "127.0.0.1")
+    os.environ.setdefault("ORCHESTRATOR_HTTP_PORT", str(DEV_HTTP_PORT))
     if "ORCHESTRATOR_ADMIN_USERNAME" not in os.environ:
         os.environ["ORCHESTRATOR_ADMIN_USERNAME"] = DEV_ADMIN_USERNAME
         os.environ.setdefault("ORCHESTRATOR_ADMIN_PASSWORD", DEV_ADMIN_PASSWORD)
@@ -48,7 +50,8 @@ async def run_dev(settings: Settings, slots: int) -> None:
                 f"\nOrchestrator dev server on {settings.host}:{port} with a demo worker "
                 f"(echo, sleep, fail).\nLog in: orchestrator login --username "
                 f"{settings.admin_username}   (password: {password})\n"
-                f"export ORCHESTRATOR_URL={settings.host}:{port}\nCtrl+C stops.\n",
+                f"export ORCHESTRATOR_URL={settings.host}:{port}\n"
+                f"Metrics: http://{settings.host}:{server.http_port}/metrics\nCtrl+C stops.\n",
                 err=True,
             )
             await stop.wait()

@@ -10,6 +10,7 @@ import sys
 import typer
 
 from orchestrator import __version__
+from orchestrator.cli import exits
 from orchestrator.cli.settings import settings_or_exit
 from orchestrator.cli.worker import worker
 
@@ -37,8 +38,7 @@ def serve(
     try:
         asyncio.run(run(settings))
     except OSError as exc:
-        print(f"orchestrator: {exc}", file=sys.stderr)
-        raise typer.Exit(1) from None
+        raise typer.Exit(_refused(exc)) from None
 
 
 @app.command()
@@ -70,8 +70,16 @@ def dev(
     try:
         asyncio.run(run_dev(settings, slots))
     except OSError as exc:
-        print(f"orchestrator: {exc}", file=sys.stderr)
-        raise typer.Exit(1) from None
+        raise typer.Exit(_refused(exc)) from None
+
+
+def _refused(error: OSError) -> int:
+    """One line for a server that could not start; exit 2 for a taken port
+    (the user's to change), 1 otherwise."""
+    from orchestrator.http import PortInUse
+
+    print(f"orchestrator: {error}", file=sys.stderr)
+    return exits.USAGE if isinstance(error, PortInUse) else 1
 
 
 @app.command()
