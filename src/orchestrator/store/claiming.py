@@ -178,7 +178,8 @@ LOCK_CHOSEN = (
 )
 
 # Between an owner's id and a key or bucket name in `skip_keys` and
-# `skip_buckets`: a unit separator, which neither contains.
+# `skip_buckets`: a unit separator. A name may hold one, but an owner id is a
+# UUID and comes first, so no two (owner, name) pairs join to one string.
 SEPARATOR = "\x1f"
 
 
