@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.proto import tasks_pb2, tasks_pb2_grpc
 from tests.e2e.conftest import CALL_TIMEOUT, Client, WorkerFactory, of_type, read_until, refused
+from tests.e2e.workflow_helpers import Flows, edge, kinds, node
 from tests.support.server import LISTENING, ServerExited, ServerProcess
 
 METRICS_ON = {"ORCHESTRATOR_HTTP_PORT": "0"}
@@ -162,9 +163,38 @@ async def test_queue_depth_counts_tasks_no_worker_serves(
     assert 0 <= age < 600
 
 
+@pytest.mark.server_env(**METRICS_ON)
+async def test_workflow_runs_and_node_hand_offs(
+    orchestrator: ServerProcess, admin: Client, start_worker: WorkerFactory
+) -> None:
+    await start_worker("--demo", "--slots", "2")
+    flows = Flows(admin)
+    workflow = await flows.create("chain", [node("a"), node("b"), node("c")], [edge("a", "b")])
+    events = await flows.execute(workflow.id, {"n": 1})
+    assert kinds(events)[-1] == "RUN_SUCCEEDED"
+
+    samples = await scrape(orchestrator)
+    assert value(samples, "orchestrator_workflow_runs_started_total") == 1
+    assert value(samples, "orchestrator_workflow_runs_finished_total", outcome="succeeded") == 1
+    assert value(samples, "orchestrator_workflow_runs_finished_total", outcome="failed") == 0
+    # One hand-off per node: a and c from the run's start, b from a's end.
+    assert value(samples, "orchestrator_workflow_node_handoff_seconds_count") == 3
+    assert value(samples, "orchestrator_tasks_finished_total", outcome="succeeded") == 3
+
+
 async def test_http_listener_is_off_by_default(orchestrator: ServerProcess) -> None:
     assert "ORCHESTRATOR_HTTP_PORT" not in orchestrator.env
     assert not METRICS_URL.search(orchestrator.log), orchestrator.log
+
+
+def test_a_bad_http_port_stops_start_up_with_exit_2(database_url: str) -> None:
+    with ServerProcess(database_url, {"ORCHESTRATOR_HTTP_PORT": "80a"}) as server:
+        server.launch()
+        assert server.wait(30) == 2
+    assert server.lines == [
+        "orchestrator: invalid ORCHESTRATOR_HTTP_PORT='80a': "
+        + ("Input should be a valid integer, unable to parse string as an integer")
+    ]
 
 
 def test_a_taken_http_port_stops_start_up_with_exit_2(database_url: str) -> None:

@@ -35,11 +35,15 @@ _TYPES = {
 }
 
 
+# Services whose streams follow a task or a run.
+_FOLLOWED = frozenset({"orchestrator.tasks.TaskService", "orchestrator.workflows.WorkflowService"})
+
+
 def stream_kind(service: str, method: str) -> str | None:
     """Which open-streams gauge a method's calls count in, if any."""
     if service == "orchestrator.workers.WorkerService":
         return "worker"
-    if not service.startswith("orchestrator."):
+    if service not in _FOLLOWED:
         return None
     if method.startswith("Watch"):
         return "watch"
