@@ -1,7 +1,7 @@
 """Logging set-up: one line per record, as text for people or JSON for
 collectors. Fields passed through `extra=` appear in both, and so do the
-correlation ids: `trace_id`/`span_id` of the active span, and the
-`task_id`, `run_id`, `worker_id` bound around the work (`bound`)."""
+correlation ids: `trace_id`/`span_id` of the active span, and the ids
+bound around the work (`bound`: a worker's `worker_id`, a task's `task_id`)."""
 
 from __future__ import annotations
 
