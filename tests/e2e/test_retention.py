@@ -12,7 +12,8 @@ import grpc
 import pytest
 
 from orchestrator.proto import tasks_pb2
-from tests.e2e.conftest import Client, WorkerFactory, read_rest, refused
+from tests.e2e.conftest import Client, WorkerFactory, fields_of, read_rest, refused
+from tests.e2e.schedule_helpers import Schedules, template
 from tests.support.grpc import status_code, wait_until
 from tests.support.server import ServerProcess
 
@@ -60,3 +61,19 @@ async def test_finished_tasks_disappear_unfinished_ones_stay(
     error = await refused(read_rest(admin.watch_call(succeeded.id)))
     assert status_code(error) == grpc.StatusCode.NOT_FOUND
     assert {succeeded.id, cancelled.id}.isdisjoint(await admin.list_ids())
+
+
+@pytest.mark.server_env(ORCHESTRATOR_RETENTION_DAYS="1")
+async def test_a_backfill_older_than_the_retention_age_is_refused(admin: Client) -> None:
+    """Fires that old are forgotten with their tasks: a backfill could not
+    tell which of those times already ran."""
+    schedules = Schedules(admin)
+    schedule = await schedules.create(cron="0 * * * *", task=template("echo"))
+    now = datetime.now(UTC)
+    error = await refused(schedules.backfill(schedule.id, now - timedelta(days=2), now))
+    assert status_code(error) == grpc.StatusCode.INVALID_ARGUMENT
+    assert fields_of(error) == ["start_at"]
+    assert await admin.list_ids() == []
+    # Within the age it goes ahead: one fire per hour.
+    fires = await schedules.backfill(schedule.id, now - timedelta(hours=3), now)
+    assert len(fires) == 3

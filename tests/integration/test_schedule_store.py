@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
+from orchestrator.engine.retention import Retention, Swept
 from orchestrator.model import NewTask, Schedule, ScheduleSpec, TaskStatus
 from orchestrator.store import Database
 from orchestrator.store import schedules as schedule_store
@@ -131,3 +132,22 @@ async def test_fired_times_outlive_their_tasks_and_go_with_their_schedule(
             select(schedule_fires).where(schedule_fires.c.schedule_id == schedule_id)
         )
         assert left.all() == []
+
+
+async def test_retention_forgets_fires_older_than_its_age(database: Database) -> None:
+    """Records of fires are kept as long as tasks: an every-second schedule
+    would otherwise add 86,400 rows a day for ever."""
+    owner = await _owner(database, "retention")
+    schedule_id = await _schedule(database, owner, datetime.now(UTC) + timedelta(hours=1))
+    now = datetime.now(UTC)
+    old = [now - timedelta(days=40, seconds=k) for k in range(3)]
+    recent = [now - timedelta(days=1, seconds=k) for k in range(2)]
+    async with database.write() as conn:
+        for time in old + recent:
+            await schedule_store.record_fire(conn, schedule_id, time)
+
+    assert await Retention(database, 30).sweep() == Swept(tasks=0, runs=0, fires=3)
+
+    async with database.read() as conn:
+        kept = set(await conn.scalars(select(schedule_fires.c.scheduled_at)))
+    assert kept == set(recent)

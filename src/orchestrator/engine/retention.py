@@ -1,6 +1,7 @@
 """Retention: finished tasks and workflow runs older than the configured age
-(ORCHESTRATOR_RETENTION_DAYS) are deleted with their events, so the tables
-do not grow without bound.
+(ORCHESTRATOR_RETENTION_DAYS) are deleted with their events, and so are the
+records of schedule fires for times that old, so the tables do not grow
+without bound.
 
 A sweep deletes batch after batch, each in its own short transaction, and
 yields to the event loop between them: on SQLite a transaction holds the
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 # along, hence fewer runs.
 TASK_BATCH = 100
 RUN_BATCH = 20
+FIRE_BATCH = 500
 # A sweep at least every minute, and at least twice per retention age, so
 # that a row outlives its age by at most half of it (a short age is how the
 # end-to-end test sees deletion happen); never more often than every second.
@@ -55,6 +57,7 @@ DeleteBatch = Callable[[AsyncConnection, datetime, int], Awaitable[int]]
 class Swept:
     tasks: int
     runs: int
+    fires: int = 0
 
 
 class Retention:
@@ -92,6 +95,7 @@ class Retention:
             tasks=await self._drain(
                 retention_store.delete_tasks, finished_before, self._task_batch
             ),
+            fires=await self._drain(retention_store.delete_fires, finished_before, FIRE_BATCH),
         )
         if swept.tasks or swept.runs:
             log.info(

@@ -75,7 +75,11 @@ class Engine:
             journal, self.tasks, driver, on_cancelled=self.dispatcher.cancel_assignment
         )
         self.schedules = ScheduleEngine(
-            database, journal, self._fires, max_payload_bytes=settings.max_payload_bytes
+            database,
+            journal,
+            self._fires,
+            max_payload_bytes=settings.max_payload_bytes,
+            retention_days=settings.retention_days,
         )
         # Leases are checked several times per lease so a lost one is noticed
         # well before a second lease would have run out.

@@ -42,12 +42,21 @@ _MICROSECOND = timedelta(microseconds=1)
 
 class ScheduleEngine:
     def __init__(
-        self, database: Database, journal: Journal, fires: Fires, *, max_payload_bytes: int
+        self,
+        database: Database,
+        journal: Journal,
+        fires: Fires,
+        *,
+        max_payload_bytes: int,
+        retention_days: float,
     ) -> None:
         self._db = database
         self._journal = journal
         self._fires = fires
         self._max_payload = max_payload_bytes
+        # Fires are remembered this long (0: for ever): older times cannot be
+        # told fired from not, so no backfill reaches them.
+        self._remembered = timedelta(days=retention_days) if retention_days else None
 
     async def create(
         self,
@@ -211,6 +220,15 @@ class ScheduleEngine:
             problems.append(FieldViolation("end_at", "is required"))
         elif start_at is not None and end_at <= start_at:
             problems.append(FieldViolation("end_at", "must be after start_at"))
+        if self._remembered and start_at is not None and start_at < utcnow() - self._remembered:
+            days = self._remembered.total_seconds() / 86400
+            problems.append(
+                FieldViolation(
+                    "start_at",
+                    f"is older than the retention age ({days:g} days): "
+                    "fires that old are no longer remembered",
+                )
+            )
         if problems:
             raise InvalidArgument(violations=problems)
         assert start_at is not None and end_at is not None

@@ -1,5 +1,6 @@
 """Retention: the SQL that deletes finished tasks and workflow runs past
-their age, a bounded batch per call, oldest first.
+their age, and the records of schedule fires as old, a bounded batch per
+call, oldest first.
 
 Events go with what they belong to by ON DELETE CASCADE (task_events to
 tasks; run_nodes and workflow_events to workflow_runs), which PostgreSQL
@@ -13,12 +14,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, exists, or_, select
+from sqlalchemy import delete, exists, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.model import TERMINAL, RunStatus
 from orchestrator.store import runs
-from orchestrator.store.schema import tasks, workflow_runs
+from orchestrator.store.schema import schedule_fires, tasks, workflow_runs
 
 
 async def delete_tasks(conn: AsyncConnection, finished_before: datetime, limit: int) -> int:
@@ -62,3 +63,18 @@ async def delete_runs(conn: AsyncConnection, finished_before: datetime, limit: i
     await conn.execute(delete(tasks).where(tasks.c.id.in_(runs.task_ids_of(run_ids))))
     await conn.execute(delete(workflow_runs).where(workflow_runs.c.id.in_(run_ids)))
     return len(run_ids)
+
+
+async def delete_fires(conn: AsyncConnection, fired_before: datetime, limit: int) -> int:
+    """Forget up to `limit` records of schedule fires for times before
+    `fired_before`, oldest first (no schedule fires such a time again:
+    BackfillSchedule refuses times past the retention age)."""
+    oldest = (
+        select(schedule_fires.c.schedule_id, schedule_fires.c.scheduled_at)
+        .where(schedule_fires.c.scheduled_at < fired_before)
+        .order_by(schedule_fires.c.scheduled_at)
+        .limit(limit)
+    )
+    pair = tuple_(schedule_fires.c.schedule_id, schedule_fires.c.scheduled_at)
+    result = await conn.execute(delete(schedule_fires).where(pair.in_(oldest)))
+    return result.rowcount

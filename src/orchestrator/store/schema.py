@@ -343,4 +343,6 @@ schedule_fires = Table(
         primary_key=True,
     ),
     Column("scheduled_at", UtcDateTime, primary_key=True),
+    # Retention: the oldest first.
+    Index(None, "scheduled_at"),
 )

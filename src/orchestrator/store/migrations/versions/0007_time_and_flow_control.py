@@ -124,6 +124,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("schedule_id", "scheduled_at", name="pk_schedule_fires"),
     )
+    op.create_index("ix_schedule_fires_scheduled_at", "schedule_fires", ["scheduled_at"])
 
 
 def downgrade() -> None:
