@@ -47,6 +47,8 @@ class Options:
     keep: bool = False
     # Where to write a cProfile of the server (None: not profiled).
     profile_path: Path | None = None
+    # Metrics on (ORCHESTRATOR_HTTP_PORT, any free port) or off (the default).
+    metrics: bool = False
 
 
 class Stack:
@@ -78,6 +80,7 @@ class Stack:
                 "ORCHESTRATOR_ADMIN_PASSWORD": ADMIN_PASSWORD,
                 "ORCHESTRATOR_LOG_LEVEL": "INFO",
                 "ORCHESTRATOR_SHUTDOWN_GRACE_SECONDS": "2",
+                **({"ORCHESTRATOR_HTTP_PORT": "0"} if self.options.metrics else {}),
             }
         )
         argv = [sys.executable]

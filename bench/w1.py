@@ -3,7 +3,7 @@ slots runs them. Prints one JSON line on stdout; progress goes to stderr.
 
     python -m bench.w1 [--tasks 5000] [--slots 10] [--in-flight 64]
                        [--path sdk|raw] [--database sqlite|postgres]
-                       [--concurrency-keys K --concurrency-limit L]
+                       [--concurrency-keys K --concurrency-limit L] [--metrics]
 
 `--path sdk` (the default) creates each task as a user does, through the
 SDK's `tasks.create` (with the idempotency key it sends by default);
@@ -64,6 +64,8 @@ class Args:
     # Every task names one of `concurrency_keys` keys (0: none), raw path.
     concurrency_keys: int = 0
     concurrency_limit: int = 0
+    # The server's metrics on (ORCHESTRATOR_HTTP_PORT set).
+    metrics: bool = False
 
 
 def parse_args(argv: Sequence[str] | None) -> Args:
@@ -111,6 +113,9 @@ def parse_args(argv: Sequence[str] | None) -> Args:
     parser.add_argument(
         "--concurrency-limit", type=int, default=5, help="each key's limit (default 5)"
     )
+    parser.add_argument(
+        "--metrics", action="store_true", help="the server's metrics on (ORCHESTRATOR_HTTP_PORT)"
+    )
     ns = parser.parse_args(argv)
     if ns.concurrency_keys < 0 or ns.concurrency_limit < 1:
         parser.error("--concurrency-keys must be >= 0, --concurrency-limit >= 1")
@@ -132,6 +137,7 @@ def parse_args(argv: Sequence[str] | None) -> Args:
         profile_server=ns.profile_server.resolve() if ns.profile_server else None,
         concurrency_keys=ns.concurrency_keys,
         concurrency_limit=ns.concurrency_limit,
+        metrics=ns.metrics,
     )
 
 
@@ -295,6 +301,7 @@ def result(
         "database": args.database,
         "concurrency_keys": args.concurrency_keys,
         "concurrency_limit": args.concurrency_limit if args.concurrency_keys else None,
+        "metrics": args.metrics,
         "e2e_tasks_per_s": round(n / (last_finish - first_submit), 1),
         "submit_tasks_per_s": round(n / (submission.ended - submission.started), 1),
         "submit_to_start_ms": summary_ms(to_start),
@@ -315,6 +322,7 @@ def run(args: Args) -> dict[str, Any]:
         slots=args.slots,
         keep=args.keep,
         profile_path=args.profile_server,
+        metrics=args.metrics,
     )
     with running_stack(options) as stack:
         token = asyncio.run(bootstrap(stack))

@@ -14,7 +14,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.proto import tasks_pb2, tasks_pb2_grpc
-from tests.e2e.conftest import CALL_TIMEOUT, Client, WorkerFactory, of_type, read_until, refused
+from tests.e2e.conftest import (
+    CALL_TIMEOUT,
+    SERVER_ENV,
+    Client,
+    WorkerFactory,
+    of_type,
+    read_until,
+    refused,
+)
 from tests.e2e.workflow_helpers import Flows, edge, kinds, node
 from tests.support.server import LISTENING, ServerExited, ServerProcess
 
@@ -212,3 +220,24 @@ def test_a_taken_http_port_stops_start_up_with_exit_2(database_url: str) -> None
     assert "ORCHESTRATOR_HTTP_PORT" in refusal[0] and f"127.0.0.1:{port}" in refusal[0]
     assert "opening database" not in server.log
     assert "Traceback" not in server.log
+
+
+@pytest.mark.postgres
+@pytest.mark.server_env(ORCHESTRATOR_REPLICA_ID="a", **METRICS_ON)
+async def test_each_replica_labels_its_own_and_both_see_the_shared_queue(
+    database_url: str, orchestrator: ServerProcess, admin: Client
+) -> None:
+    env = {**SERVER_ENV, **METRICS_ON, "ORCHESTRATOR_REPLICA_ID": "b"}
+    with ServerProcess(database_url, env) as second:
+        second.start()
+        for n in range(4):
+            await admin.create("queued-on-a", {"n": n}, start=True)
+        first_samples, second_samples = await scrape(orchestrator), await scrape(second)
+    for samples, replica in ((first_samples, "a"), (second_samples, "b")):
+        (labels,) = label_sets(samples, "orchestrator_workers_connected")
+        assert labels == {"replica": replica}
+        # The shared queue, read from the database: the same on both.
+        assert value(samples, "orchestrator_queue_depth", type="queued-on-a") == 4
+    created = "orchestrator_tasks_created_total"
+    assert value(first_samples, created, type="queued-on-a") == 4
+    assert value(second_samples, created, type="queued-on-a") == 0
