@@ -18,6 +18,7 @@ from tests.e2e.conftest import (
     CALL_TIMEOUT,
     SERVER_ENV,
     Client,
+    RawWorker,
     WorkerFactory,
     of_type,
     read_until,
@@ -188,6 +189,40 @@ async def test_workflow_runs_and_node_hand_offs(
     # One hand-off per node: a and c from the run's start, b from a's end.
     assert value(samples, "orchestrator_workflow_node_handoff_seconds_count") == 3
     assert value(samples, "orchestrator_tasks_finished_total", outcome="succeeded") == 3
+
+
+async def _silent_worker(admin: Client, task_type: str) -> RawWorker:
+    token = await admin.worker_token(f"silent-{task_type}")
+    worker = RawWorker(admin, (("authorization", f"Bearer {token}"),))
+    await worker.hello(f"silent-{task_type}", [task_type])
+    return worker
+
+
+@pytest.mark.server_env(
+    ORCHESTRATOR_LEASE_SECONDS="2", ORCHESTRATOR_HEARTBEAT_SECONDS="1", **METRICS_ON
+)
+async def test_lost_deliveries_and_lease_expiries_are_told_apart(
+    orchestrator: ServerProcess, admin: Client
+) -> None:
+    task = await admin.create("lost", start=True)
+    watch = admin.watch_call(task.id)
+    gone = await _silent_worker(admin, "lost")
+    await gone.assignment()
+    await gone.close()  # its stream ends with the task held: a lost worker
+    silent = await _silent_worker(admin, "lost")
+    await silent.assignment()
+    # It never heartbeats: the reaper finds its lease lapsed.
+    events = await read_until(
+        watch, lambda e: of_type("REQUEUED")(e) and e.message == "lease expired", seconds=30
+    )
+    watch.cancel()
+    assert next(e.message for e in events if of_type("REQUEUED")(e)) == "worker disconnected"
+
+    samples = await scrape(orchestrator)
+    requeued = "orchestrator_tasks_requeued_total"
+    assert value(samples, requeued, type="lost", reason="worker_lost") == 1
+    assert value(samples, requeued, type="lost", reason="lease_expired") >= 1
+    assert value(samples, requeued, type="lost", reason="handed_back") == 0
 
 
 async def test_http_listener_is_off_by_default(orchestrator: ServerProcess) -> None:
