@@ -314,15 +314,17 @@ async def test_claim_plan_reads_each_type_from_the_typed_index(
     plans = [await plan(database, types)]
     if database.dialect == "postgresql":
         plans.append(await plan(database, types, generic=True))
-    # The index searched by status and type, under either database's words.
-    by_type = (
-        "ix_tasks_dispatch_order_by_type (status=? AND type=?)"
-        if database.dialect == "sqlite"
-        else "AND ((type)::text = "
-    )
     for chosen in plans:
         assert "ix_tasks_dispatch_order_by_type" in chosen, chosen
-        assert by_type in chosen, chosen
+        # The index searched by status and type, under either database's words
+        # (PostgreSQL writes the type's cast on one side or the other).
+        assert (
+            "ix_tasks_dispatch_order_by_type (status=? AND type=?)" in chosen
+            if database.dialect == "sqlite"
+            else any(
+                "Index Cond: ((status = " in line and "type" in line for line in chosen.splitlines()
+            )
+        ), chosen
         # No pass over the whole table, under either database's words for it.
         assert "Seq Scan" not in chosen, chosen
         assert not any(
