@@ -3,7 +3,10 @@
 Backend: ORCHESTRATOR_TEST_DATABASE=sqlite (default) or postgres. Only tests
 that ask for `database_url` (or `server`) touch a database, so unit tests
 need no marker and no PostgreSQL. Tests marked `postgres` run only when the
-backend is postgres.
+backend is postgres; tests marked `any_database` (what the server does before
+or apart from its database: the CLI's printing and exit codes, TLS, the auth
+gate, request decoding, traces) run on SQLite only, so the PostgreSQL pass
+spends its time where the backend makes a difference.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if backend() == "postgres":
+        same = [item for item in items if item.get_closest_marker("any_database")]
+        if same:
+            config.hook.pytest_deselected(items=same)
+            items[:] = [item for item in items if not item.get_closest_marker("any_database")]
         return
     skip = pytest.mark.skip(reason="needs ORCHESTRATOR_TEST_DATABASE=postgres")
     for item in items:

@@ -139,6 +139,7 @@ def demo_worker(cli_server: ServerProcess, admin_env: dict[str, str]) -> Iterato
 # -- sessions --------------------------------------------------------------------------
 
 
+@pytest.mark.any_database
 def test_login_whoami_logout(cli_server: ServerProcess, tmp_path: Path) -> None:
     env = user_env(cli_server, tmp_path / "config")
 
@@ -165,6 +166,7 @@ def test_login_whoami_logout(cli_server: ServerProcess, tmp_path: Path) -> None:
     assert "not logged in" in after.stderr and "orchestrator login" in after.stderr
 
 
+@pytest.mark.any_database
 def test_unreachable_server_exits_3(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -179,6 +181,7 @@ def test_unreachable_server_exits_3(tmp_path: Path) -> None:
 # -- tasks -----------------------------------------------------------------------------
 
 
+@pytest.mark.any_database
 def test_task_run_prints_the_finished_task_as_json(
     admin_env: dict[str, str], demo_worker: DemoWorker
 ) -> None:
@@ -195,6 +198,7 @@ def test_task_run_prints_the_finished_task_as_json(
     assert done.stderr == ""  # no live view with -o json
 
 
+@pytest.mark.any_database
 def test_task_run_follows_progress_for_people(
     admin_env: dict[str, str], demo_worker: DemoWorker
 ) -> None:
@@ -205,6 +209,7 @@ def test_task_run_follows_progress_for_people(
     assert "succeeded" in done.stdout and '"slept": 1' in done.stdout
 
 
+@pytest.mark.any_database
 def test_a_failing_task_exits_1(admin_env: dict[str, str], demo_worker: DemoWorker) -> None:
     failing = json.dumps({"message": "boom on purpose", "permanent": True})
 
@@ -219,6 +224,7 @@ def test_a_failing_task_exits_1(admin_env: dict[str, str], demo_worker: DemoWork
     ("given", "complaint"),
     [("{bad", "--input is not valid JSON"), ("[1, 2]", "--input must be a JSON object")],
 )
+@pytest.mark.any_database
 def test_bad_input_exits_2(admin_env: dict[str, str], given: str, complaint: str) -> None:
     done = cli("task", "run", "echo", "--input", given, env=admin_env)
 
@@ -228,6 +234,7 @@ def test_bad_input_exits_2(admin_env: dict[str, str], given: str, complaint: str
     assert done.stdout == ""
 
 
+@pytest.mark.any_database
 def test_task_create_list_get_cancel_delete(admin_env: dict[str, str]) -> None:
     created = cli(
         "task", "create", "nobody-serves-this", "--label", "team=cli", "-o", "json", env=admin_env
@@ -277,6 +284,7 @@ definition:
 """
 
 
+@pytest.mark.any_database
 def test_workflow_from_yaml_runs_to_its_result(
     admin_env: dict[str, str], demo_worker: DemoWorker, tmp_path: Path
 ) -> None:
@@ -301,6 +309,7 @@ def test_workflow_from_yaml_runs_to_its_result(
     assert [r["id"] for r in runs.json()] == [run["id"]]
 
 
+@pytest.mark.any_database
 def test_an_invalid_workflow_exits_2_naming_its_fields(
     admin_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -329,6 +338,7 @@ def test_an_invalid_workflow_exits_2_naming_its_fields(
 # -- accounts --------------------------------------------------------------------------
 
 
+@pytest.mark.any_database
 def test_admin_manages_users_and_tokens(
     cli_server: ServerProcess, admin_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -362,6 +372,7 @@ def test_admin_manages_users_and_tokens(
     assert cli("whoami", env=as_token).code == 3
 
 
+@pytest.mark.any_database
 def test_a_worker_token_made_by_the_cli_serves_as_orchestrator_token(
     admin_env: dict[str, str], demo_worker: DemoWorker
 ) -> None:
@@ -427,6 +438,7 @@ def test_user_create_local_makes_the_first_admin(database_url: str, tmp_path: Pa
 # -- start times and limits ------------------------------------------------------------
 
 
+@pytest.mark.any_database
 def test_task_create_at_or_in_waits_and_shows_its_start_time(admin_env: dict[str, str]) -> None:
     """--in counts from the request, --at is a time; `task get` shows both,
     with the task's concurrency key and rate bucket."""
@@ -499,6 +511,7 @@ def test_task_create_at_or_in_waits_and_shows_its_start_time(admin_env: dict[str
         (("--rate-limit-bucket", "b", "--rate-limit", "0/s"), "expected N/s, N/m or N/h"),
     ],
 )
+@pytest.mark.any_database
 def test_task_create_with_a_bad_time_or_limit_exits_2(
     admin_env: dict[str, str], args: tuple[str, ...], words: str
 ) -> None:
@@ -510,6 +523,7 @@ def test_task_create_with_a_bad_time_or_limit_exits_2(
     assert listed.json() == []
 
 
+@pytest.mark.any_database
 def test_workflow_run_in_waits_and_a_bad_time_exits_2(
     admin_env: dict[str, str], demo_worker: DemoWorker, tmp_path: Path
 ) -> None:

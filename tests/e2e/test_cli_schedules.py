@@ -15,6 +15,8 @@ from tests.e2e.conftest import WorkerProcess
 from tests.e2e.test_cli_commands import cli, login, user_env
 from tests.support.server import ServerProcess
 
+pytestmark = pytest.mark.any_database
+
 FLOW = """\
 name: cli-scheduled-flow
 definition:

@@ -25,6 +25,8 @@ from tests.e2e.conftest import CALL_TIMEOUT, Client, fields_of, refused, to_stru
 from tests.support.grpc import wait_until
 from tests.support.server import ServerProcess
 
+pytestmark = pytest.mark.any_database
+
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 DECODE_PREFIX = "request could not be decoded: "
 # What must never reach a client: grpc.aio's own answer to a deserializer

@@ -33,6 +33,8 @@ from tests.support.database import temporary_database
 from tests.support.grpc import login
 from tests.support.server import ServerProcess
 
+pytestmark = pytest.mark.any_database
+
 CONNECTED = re.compile(r"connected to \S+ as worker (\S+)")
 CALL_TIMEOUT = 30.0
 # A refused handshake fails fast; this only bounds a hang.

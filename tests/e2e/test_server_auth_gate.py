@@ -21,6 +21,8 @@ from orchestrator.proto import auth_pb2, auth_pb2_grpc, tasks_pb2, workers_pb2, 
 from tests.support.grpc import Metadata, channel, login
 from tests.support.server import JWT_SECRET, ServerProcess
 
+pytestmark = pytest.mark.any_database
+
 OPEN_AUTH_METHODS = {"Login", "Refresh"}
 REFUSED = Unauthenticated().message
 

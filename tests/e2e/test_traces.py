@@ -32,7 +32,7 @@ CREATE_TASK = "/orchestrator.tasks.TaskService/CreateTask"
 EXECUTE_WORKFLOW = "/orchestrator.workflows.WorkflowService/ExecuteWorkflow"
 CONNECTED = r"connected to \S+ as worker [0-9a-f-]+"
 
-pytestmark = pytest.mark.server_env(ORCHESTRATOR_LOG_FORMAT="json")
+pytestmark = [pytest.mark.any_database, pytest.mark.server_env(ORCHESTRATOR_LOG_FORMAT="json")]
 
 
 @dataclass(frozen=True)
