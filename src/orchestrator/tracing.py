@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
@@ -164,6 +165,33 @@ def continued(
         yield span
 
 
+def enabled() -> bool:
+    """Whether a tracer provider is installed (spans are recorded)."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+def record(
+    tracer: trace.Tracer,
+    name: str,
+    traceparent: str | None,
+    start: datetime,
+    attributes: Mapping[str, str | int],
+    error: str = "",
+) -> None:
+    """A span that has just happened, from `start` to now, child of
+    `traceparent` (nothing without one): work applied in a transaction is
+    known to have happened only once it commits."""
+    parent = context_of(traceparent)
+    if parent is None:
+        return
+    span = tracer.start_span(
+        name, context=parent, attributes=attributes, start_time=int(start.timestamp() * 1e9)
+    )
+    if error:
+        span.set_status(trace.Status(trace.StatusCode.ERROR, error))
+    span.end()
+
+
 def ids() -> dict[str, str]:
     """`trace_id` and `span_id` of the active span, as in W3C headers; empty
     when no span is active."""
@@ -182,7 +210,9 @@ __all__ = [
     "context_of",
     "continued",
     "current_traceparent",
+    "enabled",
     "exporter_names",
     "ids",
+    "record",
     "server_interceptors",
 ]

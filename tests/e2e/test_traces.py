@@ -35,6 +35,14 @@ CONNECTED = r"connected to \S+ as worker [0-9a-f-]+"
 pytestmark = [pytest.mark.any_database, pytest.mark.server_env(ORCHESTRATOR_LOG_FORMAT="json")]
 
 
+def _of(span: Received, task_id: str) -> bool:
+    return _of_any(span, {task_id})
+
+
+def _of_any(span: Received, task_ids: set[str]) -> bool:
+    return span.attributes.get("orchestrator.task.id") in task_ids
+
+
 @dataclass(frozen=True)
 class Received:
     service: str
@@ -194,13 +202,20 @@ async def test_one_trace_from_the_clients_create_to_the_workers_handler(
     )
     assert (create.service, create.parent_id) == ("orchestrator", client_span_id)
     (run,) = await received.wait_for(
-        lambda spans: [s for s in spans if s.attributes.get("orchestrator.task.id") == task.id]
+        lambda spans: [s for s in spans if s.name == "run echo" and _of(s, task.id)]
     )
     assert run.service == "orchestrator-worker"
     assert (run.name, run.trace_id, run.parent_id) == ("run echo", trace_id, create.span_id)
     assert not run.failed and run.attributes["orchestrator.task.attempt"] == 1
     # Started once the create's transaction committed: maybe before its reply went out.
     assert run.start > create.start
+    # The server recorded the completion in the same trace, after the handler ran.
+    (recorded,) = await received.wait_for(
+        lambda spans: [s for s in spans if s.service == "orchestrator" and _of(s, task.id)]
+    )
+    assert (recorded.name, recorded.trace_id) == ("record succeeded echo", trace_id)
+    assert recorded.parent_id == create.span_id and not recorded.failed
+    assert recorded.end >= run.end
 
     # The worker's log lines about the task carry its id and the trace.
     handled = [e for e in _json_lines(worker) if e.get("task_id") == task.id]
@@ -220,9 +235,17 @@ async def test_a_failed_handler_marks_its_span(
     task = await client.tasks.run("fail", {"message": "no"}, max_attempts=1)
     assert task.status is TaskStatus.FAILED
     (run,) = await received.wait_for(
-        lambda spans: [s for s in spans if s.attributes.get("orchestrator.task.id") == task.id]
+        lambda spans: [s for s in spans if s.name == "run fail" and _of(s, task.id)]
     )
     assert run.failed
+    (recorded,) = await received.wait_for(
+        lambda spans: [s for s in spans if s.service == "orchestrator" and _of(s, task.id)]
+    )
+    assert (recorded.name, recorded.trace_id, recorded.failed) == (
+        "record failed fail",
+        run.trace_id,
+        True,
+    )
     # No span was active in the client: the trace starts at the server's span of the create.
     (create,) = await received.wait_for(
         lambda spans: [s for s in spans if s.span_id == run.parent_id]
@@ -257,12 +280,17 @@ async def test_a_workflow_runs_nodes_share_the_runs_trace(
     )
     assert execute.parent_id == client_span_id
 
-    def both_nodes(spans: list[Received]) -> list[Received]:
-        found = [s for s in spans if s.attributes.get("orchestrator.task.id") in task_ids]
-        return found if len(found) == len(task_ids) else []
+    def every_node(service: str) -> Callable[[list[Received]], list[Received]]:
+        def found(spans: list[Received]) -> list[Received]:
+            mine = [s for s in spans if s.service == service and _of_any(s, task_ids)]
+            return mine if len(mine) == len(task_ids) else []
 
-    runs = await received.wait_for(both_nodes)
+        return found
+
+    runs = await received.wait_for(every_node("orchestrator-worker"))
     assert {(s.trace_id, s.parent_id) for s in runs} == {(trace_id, execute.span_id)}
+    recorded = await received.wait_for(every_node("orchestrator"))
+    assert {(s.trace_id, s.parent_id) for s in recorded} == {(trace_id, execute.span_id)}
 
 
 async def test_traceparent_from_any_grpc_client(

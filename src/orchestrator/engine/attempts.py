@@ -15,6 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from opentelemetry import trace
+
+from orchestrator import tracing
 from orchestrator.engine.cancellation import cancel_task
 from orchestrator.engine.journal import Changes, Journal
 from orchestrator.engine.reports import (
@@ -178,6 +181,7 @@ class Attempts:
             worker_id,
         )
         tx.record(task, TaskEventType.SUCCEEDED, output=output)
+        _trace_outcome(tx, task)
 
     async def _held(self, tx: Changes, worker_id: str, task_id: str, fencing: int) -> Task:
         """The running attempt this worker holds; a report about any other
@@ -224,6 +228,7 @@ class Attempts:
             self._on_retry_at(retry_at)
         else:
             tx.record(task, TaskEventType.FAILED, message=error)
+        _trace_outcome(tx, task, error)
 
     async def _requeue(self, tx: Changes, current: Task, reason: str) -> None:
         """Give back an attempt whose worker was lost, counting the loss; the
@@ -338,3 +343,25 @@ class Attempts:
         if task.concurrency is not None and task.status is not TaskStatus.RUNNING:
             tx.after_commit.append(self._key_freed)
         return task
+
+
+_tracer = trace.get_tracer("orchestrator.server")
+
+
+def _trace_outcome(tx: Changes, task: Task, error: str = "") -> None:
+    """The attempt's end, as the server recorded it, in the task's trace:
+    the span after the worker's `run` span, once the transaction commits."""
+    if tracing.enabled() and task.trace_context:
+        outcome = "retrying" if task.status is TaskStatus.QUEUED else task.status.value.lower()
+        attributes = {"orchestrator.task.id": task.id, "orchestrator.task.outcome": outcome}
+        tx.after_commit.append(
+            functools.partial(
+                tracing.record,
+                _tracer,
+                f"record {outcome} {task.type}",
+                task.trace_context,
+                tx.now,
+                attributes,
+                error,
+            )
+        )
