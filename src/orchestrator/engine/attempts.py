@@ -224,8 +224,9 @@ class Attempts:
             },
         )
         if retry_at is not None:
+            # Recorded as queued for retry_at: the dispatcher wakes then, once
+            # this commits (Dispatcher.claim_within).
             tx.record(task, TaskEventType.RETRYING, message=error)
-            self._on_retry_at(retry_at)
         else:
             tx.record(task, TaskEventType.FAILED, message=error)
         _trace_outcome(tx, task, error)
