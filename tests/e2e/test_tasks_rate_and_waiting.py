@@ -91,6 +91,10 @@ async def test_get_task_says_why_a_task_waits(admin: Client, start_worker: Worke
         "TASK_WAIT_REASON_NO_FREE_SLOT",
         f"all 2 slots of the workers serving type echo{WHERE} are busy",
     )
+    # The sleepers would otherwise hold the worker through the server's
+    # shutdown grace.
+    for running in (second, holder, first_of_hour):
+        await admin.cancel(running.id)
 
 
 @pytest.mark.server_env(ORCHESTRATOR_RETRY_BASE_SECONDS="600", ORCHESTRATOR_RETRY_MAX_SECONDS="600")
