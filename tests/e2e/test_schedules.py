@@ -295,6 +295,9 @@ async def test_others_schedules_are_not_found_and_admins_see_all(
 # -- firing -------------------------------------------------------------------------
 
 
+# The fire loop's timing is the engine's; its SQL on PostgreSQL is
+# covered by the two-replica test.
+@pytest.mark.any_database
 async def test_an_every_second_schedule_fires_each_second_once_pauses_and_resumes(
     admin: Client, schedules: Schedules, demo_worker: Any
 ) -> None:
@@ -386,6 +389,9 @@ async def test_backfill_fires_each_missed_time_once_and_trigger_fires_now(
     await schedules.delete(schedule.id)
 
 
+# The fire loop's timing is the engine's; its SQL on PostgreSQL is
+# covered by the two-replica test.
+@pytest.mark.any_database
 async def test_skip_never_runs_two_at_once(
     admin: Client, schedules: Schedules, demo_worker: Any
 ) -> None:
@@ -405,6 +411,9 @@ async def test_skip_never_runs_two_at_once(
     await schedules.delete(schedule.id)
 
 
+# The fire loop's timing is the engine's; its SQL on PostgreSQL is
+# covered by the two-replica test.
+@pytest.mark.any_database
 async def test_buffer_one_runs_one_held_back_time_once_the_previous_ends(
     admin: Client, schedules: Schedules, demo_worker: Any
 ) -> None:
