@@ -18,7 +18,7 @@ import re
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -313,8 +313,12 @@ class Dispatcher:
             changes.after_commit.append(functools.partial(self._hand_over, sessions, claimed))
 
     def _hand_over(self, sessions: Sequence[WorkerSession], claimed: Claimed) -> None:
+        """After the commit of a transaction that queued tasks and claimed
+        them for these sessions. Its own wake (the tasks it queued, announced
+        as it commits) brought them nothing new: as of now, not as of the
+        claim, or every create would cost a second, empty claim."""
         self._claimed(sessions)
-        self._deal(sessions, claimed)
+        self._deal(sessions, replace(claimed, at=utcnow()))
 
     @staticmethod
     def _claimed(sessions: Sequence[WorkerSession]) -> None:
