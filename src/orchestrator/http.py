@@ -1,5 +1,5 @@
 """The server's one HTTP listener (ORCHESTRATOR_HTTP_PORT): Prometheus
-metrics at /metrics now, the dashboard later.
+metrics at /metrics and the web dashboard at /.
 
 A Starlette app served by uvicorn in the server's own event loop, not a
 thread: handlers read the engine's state without locks. Its socket is bound
@@ -16,11 +16,15 @@ import socket
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from orchestrator import web
 from orchestrator.metrics import Metrics
+from orchestrator.web.security import SecurityHeaders
 
 log = logging.getLogger("orchestrator.http")
 
@@ -50,17 +54,25 @@ def bind(host: str, port: int, variable: str) -> socket.socket:
     return sock
 
 
-def app(metrics: Metrics) -> Starlette:
+def app(metrics: Metrics, dashboard: web.Dashboard) -> Starlette:
     async def scrape(request: Request) -> Response:
         body, content_type = await metrics.render(request.headers.get("accept"))
         return Response(body, headers={"Content-Type": content_type})
 
-    return Starlette(routes=[Route("/metrics", scrape, methods=["GET"])])
+    application = Starlette(
+        routes=[Route("/metrics", scrape, methods=["GET"]), *web.routes()],
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={HTTPException: web.http_error},
+    )
+    application.state.dashboard = dashboard
+    return application
 
 
 class HttpListener:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, tls: tuple[str, str] | None = None) -> None:
         self._socket = sock
+        # (certificate file, key file): the gRPC port's, so cookies are Secure.
+        self._tls = tls
         self.port: int = sock.getsockname()[1]
         self._server: uvicorn.Server | None = None
 
@@ -73,6 +85,8 @@ class HttpListener:
             server_header=False,
             date_header=False,
             timeout_graceful_shutdown=SHUTDOWN_SECONDS,
+            ssl_certfile=self._tls[0] if self._tls else None,
+            ssl_keyfile=self._tls[1] if self._tls else None,
         )
         config.load()
         server = uvicorn.Server(config)

@@ -17,12 +17,13 @@ from grpc_health.v1 import health_pb2 as grpc_health_pb2
 from grpc_health.v1 import health_pb2_grpc as grpc_health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from orchestrator import tracing
+from orchestrator import tracing, web
 from orchestrator.auth import AuthGate, JwtManager
 from orchestrator.auth.passwords import LoginQueue
 from orchestrator.config import Settings
 from orchestrator.engine.accounts import Accounts
 from orchestrator.engine.credentials import CredentialWatch
+from orchestrator.engine.overview import OverviewReader
 from orchestrator.engine.runtime import Engine
 from orchestrator.engine.status import StatusReader
 from orchestrator.engine.throttle import LoginThrottle
@@ -57,6 +58,8 @@ from orchestrator.services.tasks import TaskService
 from orchestrator.services.workers import WorkerService
 from orchestrator.services.workflows import WorkflowService
 from orchestrator.store import Database, upgrade
+from orchestrator.web import templating
+from orchestrator.web.session import SessionCookies
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -135,7 +138,12 @@ class Server:
         if settings.http_port is not None:
             # Bound before anything else, so a taken port stops us here.
             host = settings.host.removeprefix("[").removesuffix("]")
-            self._http = HttpListener(bind(host, settings.http_port, "ORCHESTRATOR_HTTP_PORT"))
+            tls = (
+                (str(settings.tls_cert_file), str(settings.tls_key_file))
+                if settings.tls_cert_file and settings.tls_key_file
+                else None
+            )
+            self._http = HttpListener(bind(host, settings.http_port, "ORCHESTRATOR_HTTP_PORT"), tls)
             metrics = Metrics(settings.replica_id)
         log.info("opening database", extra={"dialect": _dialect(settings.database_url)})
         database = Database(
@@ -191,12 +199,13 @@ class Server:
             metrics.watch(engine, database)
         self._engine = engine
         streams = Streams(self._shutdown, watch)
+        waiting = WaitReasons(database, engine.dispatcher)
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(
             TaskService(
                 engine.tasks,
                 streams,
                 settings.default_max_attempts,
-                WaitReasons(database, engine.dispatcher),
+                waiting,
             ),
             server,
         )
@@ -210,9 +219,8 @@ class Server:
             WorkerService(engine.dispatcher, settings.heartbeat_seconds, settings.lease_seconds),
             server,
         )
-        status_pb2_grpc.add_StatusServiceServicer_to_server(
-            StatusService(StatusReader(database, engine.dispatcher, settings.replica_id)), server
-        )
+        status = StatusReader(database, engine.dispatcher, settings.replica_id)
+        status_pb2_grpc.add_StatusServiceServicer_to_server(StatusService(status), server)
         self._grpc_health = StandardHealth(self._health, self._shutdown, SERVICE_NAMES)
         grpc_health_pb2_grpc.add_HealthServicer_to_server(self._grpc_health, server)
         reflection.enable_server_reflection(
@@ -235,9 +243,25 @@ class Server:
             extra={"tls": "mutual" if settings.tls_client_ca_file else bool(credentials)},
         )
         if self._http is not None and metrics is not None:
-            await self._http.start(http_app(metrics))
+            dashboard = web.Dashboard(
+                engine=engine,
+                accounts=accounts,
+                status=status,
+                waiting=waiting,
+                overview=OverviewReader(database),
+                cookies=SessionCookies(
+                    settings.jwt_secret.get_secret_value(),
+                    settings.refresh_token_expiration_seconds,
+                ),
+                templates=templating.environment(),
+                default_max_attempts=settings.default_max_attempts,
+            )
+            await self._http.start(http_app(metrics, dashboard))
             self.http_port = self._http.port
-            log.info(f"metrics on http://{settings.host}:{self.http_port}/metrics")
+            scheme = "https" if credentials else "http"
+            base = f"{scheme}://{settings.host}:{self.http_port}"
+            log.info(f"metrics on {base}/metrics")
+            log.info(f"dashboard on {base}/")
         for name in ("", *SERVICE_NAMES):
             await self._grpc_health.set(name, grpc_health_pb2.HealthCheckResponse.SERVING)
         log.info("health SERVING")
@@ -266,6 +290,9 @@ class Server:
             await stopping
             log.info("shutdown: gRPC server stopped")
         if self._http is not None:
+            if self._engine is not None:
+                # Live pages end their streams instead of holding the listener open.
+                self._engine.changes.close()
             await self._http.stop()
             log.info("shutdown: HTTP listener stopped")
         if self._engine is not None:

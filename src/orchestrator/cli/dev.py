@@ -51,6 +51,7 @@ async def run_dev(settings: Settings, slots: int) -> None:
                 f"(echo, sleep, fail).\nLog in: orchestrator login --username "
                 f"{settings.admin_username}   (password: {password})\n"
                 f"export ORCHESTRATOR_URL={settings.host}:{port}\n"
+                f"Dashboard: http://{settings.host}:{server.http_port}/ (same account)\n"
                 f"Metrics: http://{settings.host}:{server.http_port}/metrics\nCtrl+C stops.\n",
                 err=True,
             )

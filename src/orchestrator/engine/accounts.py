@@ -45,6 +45,8 @@ class Tokens:
     refresh_token: str
     expires_in: int
     user: User
+    # The login session (refresh-token family): what logout and revocations end.
+    session_id: str
 
 
 def _digest(refresh_token: str) -> str:
@@ -161,29 +163,34 @@ class Accounts:
         if is_api_token(token):
             return await self.api_tokens.authenticate(token)
         claims = self._jwt.verify(token)
-        # A signature is not enough: logout, a revoked session or a disabled
-        # user must stop the token at once, not when it expires. The answer is
-        # kept for a moment (a read per call is much of a call's cost): a
-        # revocation here clears it on commit, one on another replica when
-        # its NOTIFY arrives, and a missed NOTIFY leaves it a second at most.
+        return await self.session_identity(claims.user_id, claims.session_id)
+
+    async def session_identity(self, user_id: str, session_id: str) -> Identity:
+        """Who a login session is, if it still works. A signature is not
+        enough: logout, a revoked session or a disabled user must stop it at
+        once, not when a token expires."""
+        # The answer is kept for a moment (a read per call is much of a
+        # call's cost): a revocation here clears it on commit, one on another
+        # replica when its NOTIFY arrives, and a missed NOTIFY leaves it a
+        # second at most.
         now = time.monotonic()
-        cached = self._live.get(claims.session_id)
-        if cached and cached[0] == claims.user_id and cached[2] > now:
+        cached = self._live.get(session_id)
+        if cached and cached[0] == user_id and cached[2] > now:
             role: str | None = cached[1]
         else:
             generation = self._generation
             async with self._db.read() as conn:
-                role = await session_store.live_role(conn, claims.user_id, claims.session_id)
+                role = await session_store.live_role(conn, user_id, session_id)
             # Not kept if a revocation committed while reading: the read may
             # predate it.
             if role is not None and generation == self._generation:
                 if len(self._live) >= _MAX_LIVE:
                     self._live.clear()
-                self._live[claims.session_id] = (claims.user_id, role, now + _LIVE_SECONDS)
+                self._live[session_id] = (user_id, role, now + _LIVE_SECONDS)
         if role is None:
-            self._forget(session_id=claims.session_id)
+            self._forget(session_id=session_id)
             raise Unauthenticated()
-        return Identity(user_id=claims.user_id, role=role, session_id=claims.session_id)
+        return Identity(user_id=user_id, role=role, session_id=session_id)
 
     async def _revoke(self, conn: AsyncConnection, revocation: Revocation) -> None:
         """Cached checks are forgotten once the revocation is committed: a
@@ -288,4 +295,4 @@ class Accounts:
             expires_at=utcnow() + self._refresh_ttl,
         )
         access = self._jwt.issue(user_id=user.id, role=user.role, session_id=session.family_id)
-        return Tokens(access, refresh_token, self._jwt.expiration_seconds, user)
+        return Tokens(access, refresh_token, self._jwt.expiration_seconds, user, session.family_id)

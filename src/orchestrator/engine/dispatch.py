@@ -352,6 +352,8 @@ class Dispatcher:
             },
         )
         self._wake.set()
+        # Pages of workers show it.
+        self._journal.feed.changed(())
         return session
 
     async def unregister(self, session: WorkerSession) -> None:
@@ -363,6 +365,7 @@ class Dispatcher:
             session.id, "worker disconnected", lost=not session.draining
         )
         log.info("worker disconnected", extra={"worker_id": session.id, "requeued": requeued})
+        self._journal.feed.changed(())
         if requeued:
             self._wake.set()
 

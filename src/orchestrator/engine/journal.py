@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import defaultdict
@@ -25,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from orchestrator.engine.changes import ChangeFeed
 from orchestrator.engine.events import E, EventHub
 from orchestrator.engine.retry import CONFLICT, CONFLICT_TRIES, OUTAGE
 from orchestrator.engine.run_state import RunState
@@ -137,10 +139,12 @@ class Journal:
         database: Database,
         task_hub: EventHub[TaskEvent],
         run_hub: EventHub[WorkflowEvent],
+        feed: ChangeFeed,
     ) -> None:
         self.database = database
         self.task_hub = task_hub
         self.run_hub = run_hub
+        self.feed = feed
         # Set by the engine: lets workflow runs react to their tasks' events
         # inside the same transaction (the checkpoint).
         self.settle: Settle | None = None
@@ -208,6 +212,13 @@ class Journal:
         seconds = time.perf_counter() - began
         _publish(self.task_hub, changes.events, lambda e: e.task_id)
         _publish(self.run_hub, changes.run_events, lambda e: e.run_id)
+        if changes.events or changes.run_events:
+            # Generators: the keys are only walked while a page watches keys.
+            self.feed.changed(
+                itertools.chain(
+                    (e.task_id for e in changes.events), (e.run_id for e in changes.run_events)
+                )
+            )
         for callback in changes.after_commit:
             callback()
         self.watch.committed(changes, seconds)

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from orchestrator.config import Settings
 from orchestrator.engine.attempts import AttemptRules
 from orchestrator.engine.background import survived
+from orchestrator.engine.changes import ChangeFeed
 from orchestrator.engine.credentials import CredentialWatch
 from orchestrator.engine.dispatch import Dispatcher
 from orchestrator.engine.events import EventHub
@@ -32,7 +33,8 @@ class Engine:
     ) -> None:
         self.task_events: EventHub[TaskEvent] = EventHub(settings.stream_buffer_size)
         self.run_events: EventHub[WorkflowEvent] = EventHub(settings.stream_buffer_size)
-        journal = Journal(database, self.task_events, self.run_events)
+        self.changes = ChangeFeed()
+        journal = Journal(database, self.task_events, self.run_events, self.changes)
         self.journal = journal
         self._listen_dsn = settings.database_url if database.dialect == "postgresql" else None
         self._replica_id = settings.replica_id
@@ -118,6 +120,7 @@ class Engine:
     def _poke(self, keys: list[str]) -> None:
         self.task_events.poke(keys)
         self.run_events.poke(keys)
+        self.changes.changed(keys)
         self.dispatcher.changed_elsewhere(keys)
 
     async def stop(self) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from orchestrator import __version__
+from orchestrator.auth.identity import Identity
 from orchestrator.engine.dispatch import Dispatcher
 from orchestrator.engine.waiting import WaitReasons
 from orchestrator.model import Task, WaitReason
@@ -35,6 +36,9 @@ class ConnectedWorker:
     slots: int
     in_use: int
     connected_at: datetime
+    serves_everyone: bool = False
+    # The tasks in its hands now.
+    task_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,15 @@ class StatusReader:
             read_at=now,
         )
 
+    def workers_for(self, caller: Identity) -> list[ConnectedWorker]:
+        """The workers that may run the caller's tasks: all for an admin;
+        for a member its own and those of admins (they run anyone's)."""
+        return [
+            worker
+            for worker in self._workers()
+            if caller.is_admin or worker.serves_everyone or worker.owner_id == caller.user_id
+        ]
+
     def _workers(self) -> list[ConnectedWorker]:
         return [
             ConnectedWorker(
@@ -101,6 +114,8 @@ class StatusReader:
                 slots=session.slots,
                 in_use=len(session.in_flight),
                 connected_at=session.connected_at,
+                serves_everyone=session.owner_filter is None,
+                task_ids=tuple(session.in_flight),
             )
             for session in sorted(self._dispatcher.sessions, key=lambda s: s.connected_at)
         ]

@@ -1,0 +1,62 @@
+"""Something changed: the wake-up of the dashboard's live pages.
+
+Event streams follow one task or run and must see every event; a page only
+needs to know that what it shows may be stale, and then reads it again. A
+page of many things waits for any change, a page of one task or run for that
+key alone. The hot path pays a test per commit, and a dictionary lookup per
+changed key only while some page watches keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+
+class ChangeFeed:
+    def __init__(self) -> None:
+        self._any: asyncio.Event | None = None
+        self._keys: dict[str, asyncio.Event] = {}
+        self.closed = False
+
+    def waiter(self, key: str | None = None) -> asyncio.Event:
+        """Set at the next change (of `key` alone, when given). Taken before
+        reading what a page shows, so a change during the read is not missed."""
+        if self.closed:
+            done = asyncio.Event()
+            done.set()
+            return done
+        if key is None:
+            if self._any is None:
+                self._any = asyncio.Event()
+            return self._any
+        waiter = self._keys.get(key)
+        if waiter is None:
+            waiter = self._keys[key] = asyncio.Event()
+        return waiter
+
+    def changed(self, keys: Iterable[str]) -> None:
+        """Committed changes to these tasks and runs ("*": to anything, as a
+        poke from another replica that lost track says)."""
+        if self._any is not None:
+            self._any.set()
+            self._any = None
+        if self._keys:
+            for key in keys:
+                if key == "*":
+                    self._wake_all_keys()
+                    return
+                waiter = self._keys.pop(key, None)
+                if waiter is not None:
+                    waiter.set()
+
+    def close(self) -> None:
+        """The server is stopping: every waiter is woken, and later ones are
+        set from the start."""
+        self.closed = True
+        self.changed(["*"])
+
+    def _wake_all_keys(self) -> None:
+        for waiter in self._keys.values():
+            waiter.set()
+        self._keys.clear()

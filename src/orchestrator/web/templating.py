@@ -1,0 +1,74 @@
+"""The dashboard's templates: Jinja2 with autoescaping on for every file, so
+titles, inputs, outputs, log lines and error messages from users are shown
+as text, never as markup; and the few filters every page uses."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup, escape
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        enable_async=False,
+    )
+    env.filters["when"] = when
+    env.filters["pretty_json"] = pretty_json
+    env.filters["duration"] = duration
+    return env
+
+
+def when(moment: datetime | None, empty: str = "—") -> Markup:
+    """A time shown relative ("3 min ago"), exact on hover; app.js keeps the
+    relative text current."""
+    if moment is None:
+        return Markup(escape(empty))
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    iso = moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    exact = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        iso, exact, relative(moment, datetime.now(UTC))
+    )
+
+
+def relative(moment: datetime, now: datetime) -> str:
+    seconds = (now - moment).total_seconds()
+    ahead = seconds < 0
+    seconds = abs(seconds)
+    if seconds < 5:
+        return "just now"
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min"), (1, "s")):
+        if seconds >= size:
+            amount = f"{int(seconds // size)} {unit}"
+            return f"in {amount}" if ahead else f"{amount} ago"
+    return "just now"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
