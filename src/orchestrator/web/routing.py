@@ -44,7 +44,10 @@ async def signed_in(request: Request) -> Identity | None:
 
 
 def to_sign_in(request: Request) -> Response:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    # After signing in, back to the page asked for; a form's target is no page.
+    target = "/"
+    if request.method == "GET":
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     response = RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
     if SESSION_COOKIE in request.cookies:
         response.delete_cookie(SESSION_COOKIE, path="/")
