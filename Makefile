@@ -19,6 +19,7 @@ dev: setup
 test: setup lint test-sqlite test-postgres
 
 test-sqlite: setup
+	scripts/browser
 	$(VENV)/pytest $(PYTEST_ARGS)
 
 test-postgres: setup

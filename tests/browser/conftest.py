@@ -1,0 +1,263 @@
+"""Fixtures for the dashboard's browser tests: one server per module with its
+HTTP port open and a demo worker connected, a member account, the system's
+Chromium driven by Playwright, and helpers to sign in, run the CLI and take
+screenshots.
+
+    async def test_x(page: Page, member: Account, member_cli: Cli) -> None:
+        created = await member_cli("task", "create", "echo", "-o", "json")
+        await sign_in(page, member.username, member.password)
+        await page.goto(f"/tasks/{created.json()['id']}")
+
+`page` has the dashboard as its base URL and fails its test if the page logs
+an error (CSP violations are logged as errors) or throws: see PageProblems.
+
+Playwright's objects belong to the event loop that made them and the browser
+lives for the module, so this directory's tests, and the async fixtures here,
+run in the module's loop (`loop_scope="module"`).
+
+Chromium is the system's (/usr/bin/chromium, installed by scripts/browser):
+Playwright cannot download its own browsers here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, ConsoleMessage, Page, Response, async_playwright
+
+from tests.e2e import conftest as e2e
+from tests.e2e.conftest import REPO, WorkerProcess, _serving, connect
+from tests.e2e.test_cli_commands import Result, cli, login, user_env
+from tests.e2e.workflow_helpers import MEMBER_PASSWORD, create_member
+from tests.support.database import temporary_database
+from tests.support.server import ADMIN_PASSWORD, ADMIN_USERNAME, ServerProcess
+
+CHROMIUM = "/usr/bin/chromium"
+# Headless as root, and nothing that calls Google: the machine may have no way out.
+CHROMIUM_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+VIEWPORT = {"width": 1280, "height": 800}
+SCREENSHOTS = REPO / "docs" / "screenshots"
+# Either line names the one HTTP listener; the dashboard's came after the metrics'.
+HTTP_URL = re.compile(r"(?:dashboard|metrics) on (http://127\.0\.0\.1:\d+)/")
+# Long enough for a loaded CI machine, short enough to fail inside the test timeout.
+BROWSER_TIMEOUT_MS = 30_000
+
+
+@dataclass(frozen=True)
+class Account:
+    username: str
+    password: str
+
+
+ADMIN = Account(ADMIN_USERNAME, ADMIN_PASSWORD)
+
+# pytest finds fixtures by name in this module: the e2e demo worker, here
+# connected to this directory's `shared_orchestrator`.
+demo_worker = e2e.demo_worker
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    module_loop = pytest.mark.asyncio(loop_scope="module")
+    for item in items:
+        if pytest_asyncio.is_async_test(item) and item.path.is_relative_to(here):
+            item.add_marker(module_loop, append=False)
+
+
+# -- the server ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shared_orchestrator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The module's server, with its HTTP listener on a free port. It takes
+    the name of the e2e fixture so that `demo_worker` connects to it."""
+    with (
+        temporary_database(tmp_path_factory.mktemp("browser")) as url,
+        _serving(url, {"ORCHESTRATOR_HTTP_PORT": "0"}) as process,
+    ):
+        yield process
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(shared_orchestrator: ServerProcess) -> str:
+    """http://127.0.0.1:PORT, without a trailing slash."""
+    return shared_orchestrator.wait_for_log(HTTP_URL, timeout=30).group(1)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def member(shared_orchestrator: ServerProcess) -> Account:
+    """A member account made through the gRPC admin API."""
+    username = f"member-{uuid.uuid4().hex[:8]}"
+    async with connect(shared_orchestrator) as admin:
+        await create_member(admin, username)
+    return Account(username, MEMBER_PASSWORD)
+
+
+# -- the CLI ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cli:
+    """`orchestrator ARGS...` as one logged-in user, in a subprocess run off
+    the event loop: `await member_cli("task", "create", "echo", "-o", "json")`."""
+
+    env: Mapping[str, str]
+
+    async def __call__(self, *args: str, stdin: str | None = None) -> Result:
+        return await asyncio.to_thread(cli, *args, env=self.env, stdin=stdin)
+
+
+def _logged_in(
+    server: ServerProcess, account: Account, tmp_path_factory: pytest.TempPathFactory
+) -> Cli:
+    env = user_env(server, tmp_path_factory.mktemp(f"cli-{account.username}"))
+    login(env, account.username, account.password)
+    return Cli(env)
+
+
+@pytest.fixture(scope="module")
+def member_cli(
+    shared_orchestrator: ServerProcess, member: Account, tmp_path_factory: pytest.TempPathFactory
+) -> Cli:
+    return _logged_in(shared_orchestrator, member, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def admin_cli(shared_orchestrator: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Cli:
+    return _logged_in(shared_orchestrator, ADMIN, tmp_path_factory)
+
+
+# -- the browser -----------------------------------------------------------------
+
+
+class PageProblems:
+    """What the dashboard must never cause: errors in the console (Chromium
+    logs a CSP violation as one) and uncaught script errors.
+
+    A document that answers with an error status (the 404 page a test asked
+    for) logs "Failed to load resource" about itself: the test sees and
+    asserts that status, so it is not a problem. Nor is /favicon.ico, which
+    Chromium asks for on its own when a page names no icon. The same line
+    about anything the page loads (a script, a stylesheet, an icon it
+    names) is one."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+        self._documents: set[str] = set()
+
+    def watch(self, page: Page) -> None:
+        page.on("response", self._on_response)
+        page.on("console", self._on_console)
+        page.on("pageerror", lambda error: self.found.append(f"uncaught: {error}"))
+
+    def _on_response(self, response: Response) -> None:
+        if response.request.is_navigation_request() and response.status >= 400:
+            self._documents.add(response.url)
+
+    def _on_console(self, message: ConsoleMessage) -> None:
+        if message.type != "error":
+            return
+        url = message.location.get("url", "")
+        if message.text.startswith("Failed to load resource") and (
+            url in self._documents or urlsplit(url).path == "/favicon.ico"
+        ):
+            return
+        self.found.append(f"console error ({url or 'script'}): {message.text}")
+
+    def take(self) -> list[str]:
+        """The problems so far, forgetting them: for a test that causes one on purpose."""
+        found, self.found = self.found, []
+        return found
+
+    def assert_none(self) -> None:
+        assert not self.found, "the page had problems:\n" + "\n".join(self.found)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=list(CHROMIUM_ARGS), timeout=BROWSER_TIMEOUT_MS
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@pytest.fixture
+def page_problems() -> PageProblems:
+    return PageProblems()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(
+    request: pytest.FixtureRequest,
+    browser: Browser,
+    dashboard_url: str,
+    demo_worker: WorkerProcess,
+    shared_orchestrator: ServerProcess,
+    page_problems: PageProblems,
+) -> AsyncIterator[Page]:
+    """A page in a fresh context (no cookies), 1280x800, whose relative URLs
+    are the dashboard's. After the test: no problems, or the test errs."""
+    context = await browser.new_context(viewport=VIEWPORT, base_url=dashboard_url)
+    context.set_default_timeout(BROWSER_TIMEOUT_MS)
+    try:
+        page = await context.new_page()
+        page_problems.watch(page)
+        yield page
+    finally:
+        await context.close()
+    report = getattr(request.node, "report_call", None)  # set by tests/conftest.py
+    if report is not None and report.failed:
+        print("--- server log (end):", *shared_orchestrator.lines[-60:], sep="\n")
+    page_problems.assert_none()
+
+
+async def submit_sign_in(page: Page, username: str, password: str) -> Response | None:
+    """Opens /login, fills its form and submits it; the response of the page
+    the browser lands on (the sign-in page again when refused)."""
+    await page.goto("/login")
+    await page.locator('input[name="username"]').fill(username)
+    await page.locator('input[name="password"]').fill(password)
+    async with page.expect_navigation() as landed:
+        await page.locator('input[name="password"]').press("Enter")
+    return await landed.value
+
+
+async def sign_in(page: Page, username: str, password: str) -> None:
+    """Signs in through /login; AssertionError, with the page's flash
+    message, if the browser is still on /login afterwards."""
+    await submit_sign_in(page, username, password)
+    if urlsplit(page.url).path == "/login":
+        flash = await page.locator(".flash").all_inner_texts()
+        raise AssertionError(f"sign-in as {username!r} refused: {flash}")
+
+
+async def screenshot(page: Page, name: str) -> Path:
+    """docs/screenshots/NAME.png of what the 1280x800 viewport shows."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
+        raise ValueError(f"screenshot name {name!r}: use lower-case letters, digits and dashes")
+    assert page.viewport_size == VIEWPORT, page.viewport_size
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    await page.screenshot(path=path, type="png")
+    return path
