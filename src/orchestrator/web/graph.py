@@ -55,13 +55,14 @@ def state_class(state: str) -> str:
     return f"state-{name or 'none'}"
 
 
-def svg_open(css_class: str, width: int, height: int, label: str) -> Markup:
+def svg_open(css_class: str, width: int, height: int, label: str, role: str = "img") -> Markup:
     """The <svg> start tag, sized in pixels so that a phone scrolls it instead of
-    shrinking its text."""
+    shrinking its text. A drawing with links is a "group": as an "img" its
+    links would be hidden from screen readers."""
     return Markup(
         '<svg xmlns="{}" class="{}" viewBox="0 0 {} {}" width="{}" height="{}" '
-        'role="img" aria-label="{}">'
-    ).format(SVG_NS, css_class, width, height, width, height, printable(label))
+        'role="{}" aria-label="{}">'
+    ).format(SVG_NS, css_class, width, height, width, height, role, printable(label))
 
 
 def workflow_svg(
@@ -86,7 +87,7 @@ def workflow_svg(
     corners = layout(list(nodes), edges)
     width = max((x for x, _ in corners.values()), default=0) + NODE_WIDTH + PAD
     height = max((y for _, y in corners.values()), default=0) + NODE_HEIGHT + PAD
-    parts = [svg_open("graph", width, height, "workflow graph"), _DEFS]
+    parts = [svg_open("graph", width, height, "workflow graph", role="group"), _DEFS]
     parts += [_edge(edge, corners) for edge in edges]
     for node in nodes.values():
         state = (states or {}).get(node.id)
