@@ -156,7 +156,7 @@ def test_children_sit_next_to_their_parents() -> None:
 
 def test_svg_is_sized_in_pixels_to_hold_every_node() -> None:
     root = parse(DIAMOND)
-    assert root.get("class") == "graph" and root.get("role") == "img"
+    assert root.get("class") == "graph" and root.get("role") == "group"
     assert root.get("aria-label") == "workflow graph"
     width, height = float(root.get("width", "0")), float(root.get("height", "0"))
     assert root.get("viewBox") == f"0 0 {width:g} {height:g}"
