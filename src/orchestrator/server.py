@@ -135,9 +135,14 @@ class Server:
                 "Set JWT_SECRET to a long random value before exposing this server."
             )
         metrics = None
+        host = settings.host.removeprefix("[").removesuffix("]")
+        if settings.port:
+            # A taken port stops us here, before the database is touched. gRPC
+            # binds a socket of its own later (it cannot adopt one), so the
+            # probe is closed at once.
+            bind(host, settings.port, "ORCHESTRATOR_PORT").close()
         if settings.http_port is not None:
             # Bound before anything else, so a taken port stops us here.
-            host = settings.host.removeprefix("[").removesuffix("]")
             tls = (
                 (str(settings.tls_cert_file), str(settings.tls_key_file))
                 if settings.tls_cert_file and settings.tls_key_file
