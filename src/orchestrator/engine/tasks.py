@@ -59,6 +59,8 @@ class TaskFilter:
     status: TaskStatus | None = None
     type: str | None = None
     label: tuple[str, str] | None = None
+    # Text anywhere in the title, ignoring the case of ASCII letters.
+    title_contains: str | None = None
 
 
 def _available_at(task: Task, now: datetime) -> datetime:
@@ -148,10 +150,23 @@ class TaskEngine:
             raise NotFound(f"task {task_id} not found")
         return task
 
+    async def history(self, caller: Identity, task_id: str, limit: int = 500) -> list[TaskEvent]:
+        """The task's last `limit` events, in sequence order: its timeline,
+        log lines and attempts as a task page shows them."""
+        if limit < 1:
+            raise InvalidArgument.field("limit", "must be positive")
+        await self.get(caller, task_id)
+        async with self._db.read() as conn:
+            return await event_store.latest(conn, task_id, limit)
+
     async def list(
         self, caller: Identity, where: TaskFilter, page_size: int, page_token: str
     ) -> tuple[list[Task], str]:
         limit = pages.page_size(page_size)
+        if "\x00" in (where.title_contains or ""):
+            # PostgreSQL refuses NUL in any text: refused on both, the
+            # answer is the same whichever database holds the tasks.
+            raise InvalidArgument.field("title_contains", "must not contain NUL")
         async with self._db.read() as conn:
             found = await task_store.page(
                 conn,
@@ -159,6 +174,7 @@ class TaskEngine:
                 status=where.status,
                 type=where.type,
                 label=where.label,
+                title_contains=where.title_contains,
                 after=pages.decode(page_token),
                 limit=limit + 1,
             )

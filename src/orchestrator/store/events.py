@@ -62,6 +62,18 @@ async def after(
     return [_event(row) for row in await conn.execute(query)]
 
 
+async def latest(conn: AsyncConnection, task_id: str, limit: int) -> list[TaskEvent]:
+    """The task's last `limit` events, oldest first: the key read backwards
+    from its end, however long the log."""
+    query = (
+        select(task_events)
+        .where(task_events.c.task_id == task_id)
+        .order_by(task_events.c.sequence.desc())
+        .limit(limit)
+    )
+    return [_event(row) for row in reversed((await conn.execute(query)).all())]
+
+
 async def last_of_type(conn: AsyncConnection, task_id: str, type: TaskEventType) -> int | None:
     """The sequence number of the task's latest event of this type."""
     found: int | None = await conn.scalar(

@@ -37,10 +37,17 @@ class ConnectedReplica:
     connections: int
 
 
-async def queue_depths(conn: AsyncConnection, now: datetime) -> list[QueueDepth]:
+async def queue_depths(
+    conn: AsyncConnection, now: datetime, *, owner_id: str | None = None
+) -> list[QueueDepth]:
     """QUEUED tasks by type, with how many are not due and the longest queued.
     Every column read is in the dispatch index (status, type, …, queued_at,
-    id, available_at): a range of the index, never the table."""
+    id, available_at): a range of the index, never the table. With an
+    owner, only that owner's tasks: then each queued row is read too, as the
+    index does not hold owners."""
+    conditions = [tasks.c.status == QUEUED]
+    if owner_id is not None:
+        conditions.append(tasks.c.owner_id == owner_id)
     not_due = func.sum(case((tasks.c.available_at > now, 1), else_=0))
     query = (
         select(
@@ -49,7 +56,7 @@ async def queue_depths(conn: AsyncConnection, now: datetime) -> list[QueueDepth]
             not_due.label("not_due"),
             func.min(tasks.c.queued_at).label("oldest"),
         )
-        .where(tasks.c.status == QUEUED)
+        .where(*conditions)
         .group_by(tasks.c.type)
         .order_by(tasks.c.type)
     )

@@ -9,6 +9,7 @@ touches nothing and returns None.
 
 from __future__ import annotations
 
+import string
 import uuid
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -16,7 +17,7 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -232,6 +233,7 @@ async def page(
     status: TaskStatus | None,
     type: str | None,
     label: tuple[str, str] | None,
+    title_contains: str | None,
     after: tuple[datetime, str] | None,
     limit: int,
 ) -> list[Task]:
@@ -246,6 +248,8 @@ async def page(
         conditions.append(tasks.c.type == type)
     if label is not None:
         conditions.append(tasks.c.labels[label[0]].as_string() == label[1])
+    if title_contains is not None:
+        conditions.append(_title_contains(conn, title_contains))
     if after is not None:
         conditions.append(newer_first_after(tasks, after))
     query = (
@@ -255,6 +259,24 @@ async def page(
         .limit(limit)
     )
     return [_task(row) for row in await conn.execute(query)]
+
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def _title_contains(conn: AsyncConnection, text: str) -> ColumnElement[bool]:
+    """The title holds `text`, ignoring case, the user's `%`, `_` and `\\`
+    meaning only themselves. Case is folded for ASCII letters only, on both
+    sides and on both dialects: SQLite's lower() knows no other letters,
+    and PostgreSQL's "C" collation makes its lower() agree whatever the
+    database's locale, so a search finds the same tasks on either."""
+    escaped = text.translate(_ASCII_LOWER)
+    for special in ("\\", "%", "_"):
+        escaped = escaped.replace(special, "\\" + special)
+    title: ColumnElement[str] = tasks.c.title
+    if conn.dialect.name == "postgresql":
+        title = title.collate("C")
+    return func.lower(title).like(f"%{escaped}%", escape="\\")
 
 
 async def change(
