@@ -286,7 +286,7 @@ definition:
 
 @pytest.mark.any_database
 def test_workflow_from_yaml_runs_to_its_result(
-    admin_env: dict[str, str], demo_worker: DemoWorker, tmp_path: Path
+    cli_server: ServerProcess, admin_env: dict[str, str], demo_worker: DemoWorker, tmp_path: Path
 ) -> None:
     path = tmp_path / "greet.yaml"
     path.write_text(WORKFLOW)
@@ -307,6 +307,10 @@ def test_workflow_from_yaml_runs_to_its_result(
     assert nodes["never"]["status"] == "SKIPPED"
     runs = cli("workflow", "runs", "greet", "-o", "json", env=admin_env)
     assert [r["id"] for r in runs.json()] == [run["id"]]
+    # Each lookup by name tried it as an id first: a refusal the client
+    # expects, which the server does not log as a failure.
+    refused = [line for line in cli_server.lines if "rpc failed" in line]
+    assert not [line for line in refused if "code=NOT_FOUND" in line], cli_server.log
 
 
 @pytest.mark.any_database

@@ -32,7 +32,11 @@ CREATE_TASK = "/orchestrator.tasks.TaskService/CreateTask"
 EXECUTE_WORKFLOW = "/orchestrator.workflows.WorkflowService/ExecuteWorkflow"
 CONNECTED = r"connected to \S+ as worker [0-9a-f-]+"
 
-pytestmark = [pytest.mark.any_database, pytest.mark.server_env(ORCHESTRATOR_LOG_FORMAT="json")]
+# DEBUG: the line about a refused lookup (NOT_FOUND) is a debug line.
+pytestmark = [
+    pytest.mark.any_database,
+    pytest.mark.server_env(ORCHESTRATOR_LOG_FORMAT="json", ORCHESTRATOR_LOG_LEVEL="DEBUG"),
+]
 
 
 def _of(span: Received, task_id: str) -> bool:

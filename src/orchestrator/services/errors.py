@@ -22,6 +22,24 @@ from orchestrator.status import to_status
 
 log = logging.getLogger("orchestrator.rpc")
 
+# Refusals of what a client asked, in its own terms (a lookup by name that
+# tries the id first, a change the task's state does not allow): the caller
+# is told everything, and the operator has nothing to do, so they log at
+# DEBUG. Refused credentials and throttling stay at INFO: many of them are
+# someone guessing passwords or a worker left with a revoked token. The
+# server's own failures (INTERNAL, UNAVAILABLE) stay at INFO too; an
+# unexpected exception is also logged with its traceback.
+_CLIENT_ERRORS = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.OUT_OF_RANGE,
+    }
+)
+
 
 class ErrorInterceptor(aio.ServerInterceptor):
     async def intercept_service(
@@ -63,7 +81,8 @@ async def _abort(
     started: float,
     error: OrchestratorError,
 ) -> None:
-    log.info(
+    log.log(
+        logging.DEBUG if error.grpc_code in _CLIENT_ERRORS else logging.INFO,
         "rpc failed",
         extra={
             "method": method,
