@@ -15,6 +15,9 @@ from collections.abc import Iterable
 
 class ChangeFeed:
     def __init__(self) -> None:
+        # Counts commits that changed something: a read taken at one version
+        # shows every change before it.
+        self.version = 0
         self._any: asyncio.Event | None = None
         self._keys: dict[str, asyncio.Event] = {}
         self.closed = False
@@ -38,6 +41,7 @@ class ChangeFeed:
     def changed(self, keys: Iterable[str]) -> None:
         """Committed changes to these tasks and runs ("*": to anything, as a
         poke from another replica that lost track says)."""
+        self.version += 1
         if self._any is not None:
             self._any.set()
             self._any = None

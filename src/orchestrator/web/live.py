@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 from starlette.responses import Response, StreamingResponse
 
-from orchestrator.errors import NotFound, Unauthenticated
+from orchestrator.errors import NotFound
+from orchestrator.web.readings import scope
 from orchestrator.web.routing import signed_in
 
 if TYPE_CHECKING:
@@ -45,17 +46,22 @@ async def _events(view: View, live_page: LivePage) -> AsyncIterator[str]:
     key = live_page.key(view)
     sent: dict[str, str] = {}
     yield "retry: 2000\n\n"
+    read_key = (scope(view.caller), str(view.request.url))
     while not feed.closed:
         changed = feed.waiter(key)
+        version = feed.version
         # Every render asks again whether the session still works: logout or a
         # disabled user ends the stream at the next change.
         if await signed_in(view.request) is None:
             yield "event: gone\ndata: {}\n\n"
             return
         try:
-            values = await live_page.context(view)
-        except (NotFound, Unauthenticated):
-            yield "event: gone\ndata: {}\n\n"
+            values, read_at = await live_page.shared.read(
+                read_key, version, lambda: live_page.context(view)
+            )
+        except NotFound:
+            # Deleted, or never the caller's: the page says so when reloaded.
+            yield "event: missing\ndata: {}\n\n"
             return
         context = template.new_context(view.context(**values))
         for name in regions:
@@ -66,7 +72,9 @@ async def _events(view: View, live_page: LivePage) -> AsyncIterator[str]:
             if sent.get(region_id) != html:
                 yield _region(region_id, html)
                 sent[region_id] = html
-        while not changed.is_set():
+        # A read shared with another stream may predate the change this one
+        # was woken for: render again soon rather than wait for another.
+        while read_at >= version and not changed.is_set():
             try:
                 await asyncio.wait_for(changed.wait(), KEEP_ALIVE_SECONDS)
             except TimeoutError:

@@ -20,6 +20,7 @@ from orchestrator.errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from orchestrator.web.readings import SharedReads
 from orchestrator.web.session import CSRF_FIELD, SESSION_COOKIE
 from orchestrator.web.view import Dashboard, View, base_context, render
 
@@ -137,6 +138,10 @@ class LivePage:
     context: Context
     key: Callable[[View], str | None] = field(default=lambda view: None)
     every: float = 1.0
+    shared: SharedReads = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shared", SharedReads(self.every))
 
     def routes(self) -> list[Route]:
         from orchestrator.web import live

@@ -50,6 +50,10 @@
       const here = location.pathname + location.search;
       location.assign("/login?next=" + encodeURIComponent(here));
     });
+    source.addEventListener("missing", function () {
+      source.close();
+      location.reload();
+    });
     window.addEventListener("pagehide", function () { source.close(); });
   }
 
