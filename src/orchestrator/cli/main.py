@@ -11,6 +11,7 @@ import typer
 
 from orchestrator import __version__
 from orchestrator.cli import exits
+from orchestrator.cli.helptext import Commands
 from orchestrator.cli.settings import settings_or_exit
 from orchestrator.cli.worker import worker
 
@@ -20,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=Commands,
 )
 
 

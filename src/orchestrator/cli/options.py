@@ -22,6 +22,7 @@ Url = Annotated[
     str | None,
     typer.Option(
         "--url",
+        metavar="HOST:PORT",
         help="Server address (default: $ORCHESTRATOR_URL, else the logged-in server, "
         "else localhost:50051).",
         show_default=False,
@@ -45,6 +46,9 @@ Input = Annotated[
     typer.Option(
         "--input",
         "-i",
+        metavar="JSON",
+        # Its default, an empty object, needs no showing.
+        show_default=False,
         help="A JSON object; @FILE reads it from a file, - from stdin.",
     ),
 ]

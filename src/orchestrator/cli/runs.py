@@ -125,7 +125,7 @@ def _summary(run: WorkflowRun, order: list[str] | None = None) -> None:
 @app.command()
 def runs(
     workflow: Annotated[
-        str | None, typer.Argument(metavar="[NAME_OR_ID]", help="Only this workflow's runs.")
+        str | None, typer.Argument(metavar="NAME_OR_ID", help="Only this workflow's runs.")
     ] = None,
     status: Annotated[
         RunStatus | None, typer.Option("--status", case_sensitive=False, help="Only these.")

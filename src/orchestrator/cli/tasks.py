@@ -22,7 +22,7 @@ TaskType = Annotated[
 TaskId = Annotated[str, typer.Argument(metavar="ID", help="The task's id.")]
 Title = Annotated[str, typer.Option("--title", help="A title (default: the type).")]
 Labels = Annotated[
-    list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE; repeat for more.")
+    list[str] | None, typer.Option("--label", "-l", metavar="KEY=VALUE", help="Repeat for more.")
 ]
 Priority = Annotated[int, typer.Option("--priority", help="Higher runs first.")]
 MaxAttempts = Annotated[
@@ -176,7 +176,9 @@ def list_tasks(
         TaskStatus | None, typer.Option("--status", case_sensitive=False, help="Only these.")
     ] = None,
     type: Annotated[str, typer.Option("--type", help="Only this task type.")] = "",
-    label: Annotated[str, typer.Option("--label", "-l", help="Only with KEY=VALUE.")] = "",
+    label: Annotated[
+        str, typer.Option("--label", "-l", metavar="KEY=VALUE", help="Only with this label.")
+    ] = "",
     limit: Limit = 20,
     url: Url = None,
     output: Output = OutputFormat.TABLE,
