@@ -187,6 +187,32 @@ async def test_finished_per_minute_at_the_start_of_a_minute(
     assert sum(ok + bad for _, ok, bad in found) == 2
 
 
+async def test_finished_per_minute_reads_settled_minutes_once(
+    database: Database, engine: Engine, reader: OverviewReader, alice: Identity
+) -> None:
+    """Redrawn every second, the chart reads again only the minutes still
+    moving: a minute settled (over SETTLED past its end) keeps its count,
+    and the minute just ended and the current one are read each time."""
+    now = utcnow().replace(second=0, microsecond=0) + timedelta(seconds=5)
+    settled, ended, current = now - 3 * MINUTE, now - MINUTE, now
+    for at in (settled, ended, current):
+        await finish(database, await add(engine, alice), TaskStatus.SUCCEEDED, at)
+    first = await reader.finished_per_minute(alice, now)
+    assert [ok for _, ok, _ in first[-4:]] == [1, 0, 1, 1]
+
+    for at in (settled, ended, current):
+        await finish(database, await add(engine, alice), TaskStatus.FAILED, at)
+    again = await reader.finished_per_minute(alice, now)
+
+    # 5 s into the minute: the one before ended 5 s ago, not yet settled.
+    assert [(ok, bad) for _, ok, bad in again[-4:]] == [(1, 0), (0, 0), (1, 1), (1, 1)]
+    # Only the kept count held the settled minute back: a new reader sees all three.
+    assert (
+        sum(bad for _, _, bad in await OverviewReader(database).finished_per_minute(alice, now))
+        == 3
+    )
+
+
 # -- recent failures -------------------------------------------------------------
 
 

@@ -19,6 +19,11 @@ from orchestrator.store.types import utcnow
 
 MINUTES = 60
 MINUTE = timedelta(minutes=1)
+# A task's finished_at is taken before its transaction commits: a minute is
+# read again until it has been over this long, then kept.
+SETTLED = timedelta(seconds=10)
+# Callers whose past minutes are kept (one per member, one for admins).
+_MOST_OWNERS = 1000
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,10 @@ def _owner(caller: Identity) -> str | None:
 class OverviewReader:
     def __init__(self, database: Database) -> None:
         self._db = database
+        # Owner (None: admins) -> settled minute -> (succeeded, failed or
+        # cancelled): a chart redrawn every second reads only the minutes
+        # still moving, not an hour of finished tasks.
+        self._settled: dict[str | None, dict[datetime, tuple[int, int]]] = {}
 
     async def counts(self, caller: Identity) -> dict[TaskStatus, int]:
         """Tasks by status, every status present (zeros too)."""
@@ -58,12 +67,20 @@ class OverviewReader:
         only its last bar (the minute still running)."""
         last = now.astimezone(UTC).replace(second=0, microsecond=0)
         first = last - (MINUTES - 1) * MINUTE
-        async with self._db.read() as conn:
-            found = await overview_store.finished_per_minute(
-                conn, _owner(caller), first, last + MINUTE
-            )
         minutes = [first + i * MINUTE for i in range(MINUTES)]
-        return [(minute, *found.get(minute, (0, 0))) for minute in minutes]
+        owner = _owner(caller)
+        if owner not in self._settled and len(self._settled) >= _MOST_OWNERS:
+            self._settled.clear()
+        settled = self._settled.setdefault(owner, {})
+        for minute in [m for m in settled if m < first]:
+            del settled[minute]
+        start = next((m for m in minutes if m not in settled), last)
+        async with self._db.read() as conn:
+            found = await overview_store.finished_per_minute(conn, owner, start, last + MINUTE)
+        for minute in minutes:
+            if minute >= start and minute + MINUTE + SETTLED <= now:
+                settled[minute] = found.get(minute, (0, 0))
+        return [(m, *(settled.get(m) or found.get(m, (0, 0)))) for m in minutes]
 
     async def recent_failures(self, caller: Identity, limit: int = 10) -> list[Task]:
         """The `limit` tasks that failed last, the latest first."""
