@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from orchestrator.web.pages import sign_in, workers
+from orchestrator.web.pages import admin, overview, sign_in, workers
 from orchestrator.web.routing import error_page
 
 STATIC = Path(__file__).parent / "static"
@@ -19,6 +19,8 @@ STATIC = Path(__file__).parent / "static"
 def routes() -> list[BaseRoute]:
     return [
         *sign_in.routes,
+        *overview.routes,
+        *admin.routes,
         *workers.routes,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
