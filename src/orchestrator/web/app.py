@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from orchestrator.web.pages import admin, overview, sign_in, workers
+from orchestrator.web.pages import admin, overview, sign_in, tasks, workers
 from orchestrator.web.routing import error_page
 
 STATIC = Path(__file__).parent / "static"
@@ -21,6 +21,7 @@ def routes() -> list[BaseRoute]:
         *sign_in.routes,
         *overview.routes,
         *admin.routes,
+        *tasks.routes,
         *workers.routes,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
