@@ -227,6 +227,22 @@ async def test_the_live_list_shows_a_task_created_elsewhere(web: WebClient, admi
     assert "made &lt;elsewhere&gt;" in shown
 
 
+async def test_the_live_list_shows_pending_tasks_and_deletions(
+    web: WebClient, admin: Client
+) -> None:
+    """Neither records an event: the change feed is told all the same."""
+    tag = unique()
+    with web.live(f"/live/tasks?label=live={tag}") as live:
+        assert "No tasks match these filters" in live.next_region("task-list")
+        task = await admin.create(f"nobody-{tag}", title="not started", labels={"live": tag})
+        shown = live.next_region("task-list", contains=task.id)
+        assert f'<tr data-task-id="{task.id}" data-status="PENDING">' in shown
+        await admin.tasks.DeleteTask(
+            tasks_pb2.DeleteTaskRequest(id=task.id), metadata=admin.metadata
+        )
+        assert "No tasks match these filters" in live.next_region("task-list")
+
+
 # -- a task's page ---------------------------------------------------------------
 
 

@@ -129,6 +129,10 @@ class TaskEngine:
                     changes.record(task, TaskEventType.QUEUED)
             if changes.events:
                 changes.after_commit.append(self._on_queued)
+            # A pending task has no event yet; pages of lists still show it.
+            pending = [t.id for t, new in outcomes if new and t.status is TaskStatus.PENDING]
+            if pending:
+                changes.after_commit.append(lambda: self._journal.feed.changed(pending))
             return outcomes
 
         return await self._journal.transact(insert)
@@ -219,6 +223,7 @@ class TaskEngine:
             )
         if not deleted:
             raise FailedPrecondition(f"task {task_id} is running: cancel it first")
+        self._journal.feed.changed([task_id])
 
     async def cancel(self, caller: Identity, task_id: str, reason: str) -> Task:
         task = await self.get(caller, task_id)
