@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from orchestrator.web.pages import admin, overview, sign_in, tasks, workers
+from orchestrator.web.pages import admin, overview, runs, sign_in, tasks, workers, workflows
 from orchestrator.web.routing import error_page
 
 STATIC = Path(__file__).parent / "static"
@@ -23,6 +23,8 @@ def routes() -> list[BaseRoute]:
         *admin.routes,
         *tasks.routes,
         *workers.routes,
+        *workflows.routes,
+        *runs.routes,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 

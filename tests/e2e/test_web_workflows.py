@@ -1,0 +1,371 @@
+"""The dashboard's workflow pages over real HTTP: the list, a definition's
+page (its graph, nodes, edges, versions, recent runs and the form that starts
+a run), and checking a pasted definition by the engine's rules; escaping,
+CSRF and ownership.
+
+One server for the module: each test makes its own workflows under a unique
+name, and a fresh member sees none of them. No worker is connected: the runs
+started here only need to exist."""
+
+from __future__ import annotations
+
+import html
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from markupsafe import escape
+
+from tests.e2e.conftest import Client, connect
+from tests.e2e.workflow_helpers import MEMBER_PASSWORD, Flows, create_member, edge, node
+from tests.support.server import ADMIN_PASSWORD, ADMIN_USERNAME, ServerProcess
+from tests.support.web import Page, WebClient, dashboard_url
+
+pytestmark = [pytest.mark.any_database, pytest.mark.server_env(ORCHESTRATOR_HTTP_PORT="0")]
+
+GRAPH_NODE = re.compile(r'<g class="node [^"]*" data-node-id="([^"]*)" data-state="([A-Z]*)">')
+
+
+@pytest.fixture(scope="module")
+def orchestrator(shared_orchestrator: ServerProcess) -> ServerProcess:
+    return shared_orchestrator
+
+
+@pytest.fixture
+def web(orchestrator: ServerProcess) -> WebClient:
+    """The admin, signed in to the dashboard."""
+    client = WebClient(dashboard_url(orchestrator))
+    client.sign_in(ADMIN_USERNAME, ADMIN_PASSWORD)
+    return client
+
+
+@dataclass
+class Member:
+    """A new member account, signed in both ways."""
+
+    web: WebClient
+    api: Client
+
+
+@pytest.fixture
+async def member(orchestrator: ServerProcess, admin: Client) -> AsyncIterator[Member]:
+    username = f"member-{uuid.uuid4().hex[:10]}"
+    await create_member(admin, username)
+    client = WebClient(dashboard_url(orchestrator))
+    client.sign_in(username, MEMBER_PASSWORD)
+    async with connect(orchestrator, username, MEMBER_PASSWORD) as api:
+        yield Member(client, api)
+
+
+def unique(prefix: str = "wf") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+# -- reading pages (shared with test_web_runs) ------------------------------------
+
+
+def region(page: Page | str, element_id: str) -> str:
+    """The HTML inside the element with this id."""
+    text = page if isinstance(page, str) else page.text
+    start = re.search(rf'<(\w+)\b[^>]*\bid="{element_id}"[^>]*>', text)
+    assert start, f"no #{element_id} on the page:\n{text[:3000]}"
+    depth = 1
+    for tag in re.compile(rf"<(/?){start.group(1)}\b[^>]*>").finditer(text, start.end()):
+        depth += -1 if tag.group(1) else 1
+        if depth == 0:
+            return text[start.end() : tag.start()]
+    raise AssertionError(f"#{element_id} is never closed")
+
+
+def flash(page: Page) -> str:
+    """The page's message, as "ok: text" or "error: text"."""
+    found = re.search(r'<p class="flash (ok|error)">(.*?)</p>', page.text, re.S)
+    assert found, f"no flash message on the page:\n{page.text[:3000]}"
+    return f"{found.group(1)}: {html.unescape(found.group(2))}"
+
+
+def graph_states(text: str) -> dict[str, str]:
+    """The drawn graph's nodes: id -> data-state ("" on a definition)."""
+    return {html.unescape(node_id): state for node_id, state in GRAPH_NODE.findall(text)}
+
+
+def followed(web: WebClient, reply: Page) -> Page:
+    """The page a form's redirect leads to."""
+    assert reply.status == 303, f"{reply.status}:\n{reply.text[:2000]}"
+    return web.get(reply.location)
+
+
+async def run_ids(flows: Flows, workflow_id: str) -> set[str]:
+    runs, _ = await flows.list_runs(page_size=500, workflow_id=workflow_id)
+    return {run.id for run in runs}
+
+
+# -- the list --------------------------------------------------------------------
+
+
+async def test_the_list_shows_each_workflow_with_its_latest_version_and_links(
+    web: WebClient, admin: Client
+) -> None:
+    flows = Flows(admin)
+    name = unique()
+    workflow = await flows.create(name, [node("a")], description="first <b>draft</b>")
+    await flows.update(workflow.id, [node("a"), node("b")], [edge("a", "b")], "second <i>cut</i>")
+
+    page = web.get("/workflows")
+
+    assert page.status == 200
+    row = re.search(rf'<tr data-workflow-id="{workflow.id}">(.*?)</tr>', page.text, re.S)
+    assert row, page.text[:3000]
+    cells = row.group(1)
+    assert f'<a href="/workflows/{workflow.id}">{name}</a>' in cells
+    assert ">v2<" in cells and ">2<" in cells
+    assert "second &lt;i&gt;cut&lt;/i&gt;" in cells and "<i>" not in cells
+    assert f'href="/runs?workflow={workflow.id}"' in cells
+    assert 'href="/workflows/validate"' in page.text
+
+
+async def test_a_member_with_no_workflows_is_told_how_to_make_one(member: Member) -> None:
+    page = member.web.get("/workflows")
+
+    assert page.status == 200
+    assert "No workflows yet" in page.text
+    assert "orchestrator workflow create -f greet.yaml" in page.text
+    assert "name: greet" in page.text
+    assert 'id="workflow-rows"' not in page.text
+
+
+# -- a workflow's page -----------------------------------------------------------
+
+
+async def test_the_definition_page_draws_the_graph_and_lists_nodes_edges_and_versions(
+    web: WebClient, admin: Client
+) -> None:
+    flows = Flows(admin)
+    first = await flows.create(unique(), [node("only")])
+    condition = "input.note != '<script>alert(1)</script>'"
+    await flows.update(
+        first.id,
+        [
+            node("start", input={"html": "<script>alert(2)</script>"}),
+            node("wait", "sleep", {"seconds": 1}, max_attempts=5, timeout_seconds=30),
+            node(
+                "shout",
+                expression="{'loud': nodes.start.output.html}",
+                concurrency_key_expression="input.team",
+                concurrency_limit=2,
+            ),
+        ],
+        [edge("start", "wait"), edge("start", "shout", condition)],
+    )
+
+    page = web.get(f"/workflows/{first.id}")
+
+    assert page.status == 200
+    assert f'data-live="/live/workflows/{first.id}"' in page.text
+    graph = region(page, "workflow-graph")
+    assert '<svg xmlns="http://www.w3.org/2000/svg" class="graph"' in graph
+    assert graph_states(graph) == {"start": "", "wait": "", "shout": ""}
+    assert "<script>" not in page.text
+    assert str(escape(condition)) in region(page, "workflow-edges")
+    nodes = region(page, "workflow-nodes")
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in nodes
+    assert "5 attempts at most" in nodes and "30.0 s per attempt" in nodes
+    assert "2 at once per" in nodes and "input.team" in nodes
+    assert "{&#39;loud&#39;: nodes.start.output.html}" in nodes
+    versions = region(page, "workflow-versions")
+    assert f'href="/workflows/{first.id}?version=2" aria-current="page"' in versions
+    assert f'href="/workflows/{first.id}?version=1"' in versions
+    assert "No runs yet" in region(page, "workflow-runs")
+
+    older = web.get(f"/workflows/{first.id}?version=1")
+    assert graph_states(region(older, "workflow-graph")) == {"only": ""}
+    assert "an older version" in older.text
+    for missing in ("99", "0", "-1", "two"):
+        gone = web.get(f"/workflows/{first.id}?version={missing}")
+        assert gone.status == 404, missing
+        assert "<h1>Not found</h1>" in gone.text
+
+
+async def test_a_member_gets_not_found_for_the_admins_workflow_and_cannot_run_it(
+    web: WebClient, admin: Client, member: Member
+) -> None:
+    flows = Flows(admin)
+    workflow = await flows.create(unique(), [node("a", "held-type")])
+
+    assert workflow.id not in member.web.get("/workflows").text
+    for path in (f"/workflows/{workflow.id}", f"/runs?workflow={workflow.id}"):
+        page = member.web.get(path)
+        assert page.status == 404, path
+        assert "<h1>Not found</h1>" in page.text
+    # Its live twin sends nothing of it.
+    with member.web.live(f"/live/workflows/{workflow.id}") as live:
+        assert live.next_event().name == "missing"
+
+    member.web.get("/workflows")  # a page of the member's own, for its CSRF token
+    refused = member.web.post(f"/workflows/{workflow.id}/run", {"input": "{}", "version": "1"})
+    assert refused.status == 404
+    assert await run_ids(flows, workflow.id) == set()
+    # The admin sees it.
+    assert web.get(f"/workflows/{workflow.id}").status == 200
+
+
+# -- starting a run --------------------------------------------------------------
+
+
+async def test_the_run_form_starts_a_run_with_the_input_and_shows_it(
+    web: WebClient, admin: Client
+) -> None:
+    flows = Flows(admin)
+    workflow = await flows.create(unique(), [node("a", "held-type")])
+    web.get(f"/workflows/{workflow.id}")
+
+    reply = web.post(f"/workflows/{workflow.id}/run", {"input": '{"who": "<web>"}', "version": "1"})
+
+    assert reply.status == 303
+    run_id = reply.location.removeprefix("/runs/")
+    assert await run_ids(flows, workflow.id) == {run_id}
+    run = await flows.run(run_id)
+    assert dict(run.input) == {"who": "<web>"}
+    page = web.get(reply.location)
+    assert flash(page) == "ok: Run started."
+    listed = region(web.get(f"/workflows/{workflow.id}"), "workflow-runs")
+    assert f'<li data-run-id="{run_id}" data-status="RUNNING">' in listed
+
+
+async def test_bad_input_is_shown_at_the_field_and_starts_nothing(
+    web: WebClient, admin: Client
+) -> None:
+    flows = Flows(admin)
+    workflow = await flows.create(unique(), [node("a", "held-type")])
+    url = f"/workflows/{workflow.id}/run"
+
+    for text, problem in (
+        ('{"name": <b>', "not valid JSON: Expecting value: line 1 column 10"),
+        ("[1, 2]", "must be a JSON object ({...}), not list"),
+        # JSON says nothing of NaN; the engine refuses it, by field.
+        ('{"n": NaN}', "input: holds NaN or Infinity, which JSON cannot"),
+    ):
+        web.get(f"/workflows/{workflow.id}")
+        page = web.post(url, {"input": text, "version": "1"})
+        assert page.status == 422, text
+        problems = region(page, "input-problems")
+        assert problem in html.unescape(problems), problems
+        # What was typed is kept, escaped, for correcting.
+        assert f">{escape(text)}</textarea>" in page.text
+        assert 'aria-invalid="true"' in page.text
+
+    assert await run_ids(flows, workflow.id) == set()
+
+
+async def test_forms_without_the_csrf_token_are_refused_and_change_nothing(
+    web: WebClient, admin: Client
+) -> None:
+    flows = Flows(admin)
+    workflow = await flows.create(unique(), [node("a", "held-type")])
+    web.get(f"/workflows/{workflow.id}")
+
+    for token in (None, "forged"):
+        refused = web.post(
+            f"/workflows/{workflow.id}/run", {"input": "{}", "version": "1"}, csrf=token
+        )
+        assert refused.status == 403
+        assert "Form expired" in refused.text
+        checked = web.post("/workflows/validate", {"definition": "nodes: []"}, csrf=token)
+        assert checked.status == 403
+
+    assert await run_ids(flows, workflow.id) == set()
+
+
+# -- checking a pasted definition ------------------------------------------------
+
+BROKEN = """\
+name: broken
+definition:
+  nodes:
+    - {id: a, type: echo}
+    - {id: b, type: echo}
+    - {id: "<script>x</script>", type: echo}
+    - {id: a, type: "bad type!"}
+  edges:
+    - {source: a, target: nowhere}
+    - {source: a, target: b, condition: "input.n >"}
+"""
+
+
+def problems(page: Page) -> dict[str, str]:
+    """The problems listed: field -> description."""
+    found = re.findall(
+        r'<li data-field="([^"]*)"><code>[^<]*</code>: (.*?)</li>',
+        region(page, "validate-problems"),
+    )
+    return {html.unescape(field): html.unescape(text) for field, text in found}
+
+
+async def test_validation_shows_every_problem_by_field_and_the_graph_so_far(
+    web: WebClient,
+) -> None:
+    form = web.get("/workflows/validate")
+    assert form.status == 200
+    assert 'name="definition"' in form.text
+
+    page = web.post("/workflows/validate", {"definition": BROKEN})
+
+    assert page.status == 200
+    found = problems(page)
+    assert set(found) == {
+        "definition.nodes[2].id",
+        "definition.nodes[3].id",
+        "definition.nodes[3].type",
+        "definition.edges[0].target",
+        "definition.edges[1].condition",
+    }
+    assert found["definition.nodes[3].id"] == "duplicate node id 'a' (also nodes[0])"
+    assert found["definition.edges[0].target"] == "unknown node 'nowhere'"
+    assert "5 problems" in page.text
+    # The pasted text, the problems and the graph all show the id as text.
+    assert "<script>x</script>" not in page.text
+    assert set(graph_states(region(page, "validate-graph"))) == {"a", "b", "<script>x</script>"}
+    assert "&lt;script&gt;x&lt;/script&gt;" in region(page, "definition-text")
+    assert 'id="validate-valid"' not in page.text
+
+
+async def test_a_valid_definition_is_said_valid_with_its_order_and_graph(web: WebClient) -> None:
+    web.get("/workflows/validate")
+    whole = web.post(
+        "/workflows/validate",
+        {
+            "definition": "name: greet\ndefinition:\n  nodes:\n"
+            "    - {id: hello, type: echo}\n    - {id: again, type: echo}\n"
+            "  edges: [{source: hello, target: again, condition: \"input.name != ''\"}]\n"
+        },
+    )
+    assert whole.status == 200
+    valid = region(whole, "validate-valid")
+    assert "<code>hello</code> → <code>again</code>" in valid
+    assert graph_states(region(whole, "validate-graph")) == {"hello": "", "again": ""}
+
+    # A bare definition, in JSON, is checked the same way.
+    web.get("/workflows/validate")
+    bare = web.post(
+        "/workflows/validate", {"definition": '{"nodes": [{"id": "solo", "type": "echo"}]}'}
+    )
+    assert "<code>solo</code>" in region(bare, "validate-valid")
+
+
+async def test_text_that_is_not_a_definition_is_explained(web: WebClient) -> None:
+    cases = {
+        "nodes: [": "text: not valid YAML or JSON (line 1, column 9)",
+        "": "text: is empty: paste a workflow in YAML or JSON",
+        # An alias could stand for a value too large to walk.
+        "a: &x [1]\nnodes: [*x]": "text: not valid YAML or JSON (line 2, column 9): aliases",
+        "nodes: [{id: a, type: echo, colour: red}]": "definition.nodes[0].colour: unknown field",
+        "name: n\ndefinition: {nodes: [{id: a, type: echo, input: {at: 2024-01-02}}]}": "text: ",
+    }
+    for text, expected in cases.items():
+        web.get("/workflows/validate")
+        page = web.post("/workflows/validate", {"definition": text})
+        assert page.status == 200, text
+        shown = [f"{field}: {description}" for field, description in problems(page).items()]
+        assert any(line.startswith(expected) for line in shown), (text, shown)
