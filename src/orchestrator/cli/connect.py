@@ -5,7 +5,6 @@ code (see `orchestrator.cli.exits`)."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -13,7 +12,7 @@ from typing import Any
 
 import typer
 
-from orchestrator.cli import render
+from orchestrator.cli import outage
 from orchestrator.cli.exits import (
     FAILED,
     INTERRUPTED,
@@ -40,20 +39,10 @@ def run(
     run_local(_with_client(command, url, authenticated, session_only))
 
 
-class _Remarks(logging.Handler):
-    """The client's warnings (a stream reconnecting) as remarks on stderr,
-    printed above any live view rather than through it."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        render.note(record.getMessage(), style="yellow")
-
-
 def run_local(work: Coroutine[Any, Any, int | None]) -> None:
     """Run `work` and exit with its code (None: 0), or with the one its
     failure deserves after one line on stderr."""
-    client_log = logging.getLogger("orchestrator.client")
-    client_log.addHandler(_Remarks(logging.WARNING))
-    client_log.propagate = False
+    outage.install()
     try:
         code = asyncio.run(work)
     except (OrchestratorError, UsageError) as error:

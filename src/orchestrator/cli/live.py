@@ -5,13 +5,15 @@ event, which reads well in a CI log."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 
+from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator.cli.outage import OUTAGE
 from orchestrator.cli.render import err, status
 from orchestrator.client import (
     NodeStatus,
@@ -47,6 +49,19 @@ def _task_line(event: TaskEvent) -> Text | None:
     return Text(f"  {kind.value.lower()}", style=status(event.status.value).style)
 
 
+class _TaskProgress(Progress):
+    """A progress bar with the outage line, if any, under it."""
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield from super().get_renderables()
+        if (line := OUTAGE.status()) is not None:
+            yield line
+
+
+# A new attempt starts from nothing: the bar of the last one would mislead.
+_FRESH_ATTEMPT = frozenset({TaskEventType.STARTED, TaskEventType.REQUEUED, TaskEventType.RETRYING})
+
+
 async def follow_task(events: TaskStream, title: str, label: str) -> None:
     """Show `events` until the stream ends: `title` heads the lines of a log,
     `label` names the progress bar on a terminal."""
@@ -56,7 +71,7 @@ async def follow_task(events: TaskStream, title: str, label: str) -> None:
             if (line := _task_line(event)) is not None:
                 err.print(line)
         return
-    progress = Progress(
+    progress = _TaskProgress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
@@ -64,7 +79,7 @@ async def follow_task(events: TaskStream, title: str, label: str) -> None:
         TimeElapsedColumn(),
         console=err,
     )
-    with progress:
+    with progress, OUTAGE.shown(), _cleared_if_interrupted(progress.live):
         bar = progress.add_task(label, total=100)
         async for event in events:
             if event.type is TaskEventType.PROGRESS:
@@ -74,9 +89,22 @@ async def follow_task(events: TaskStream, title: str, label: str) -> None:
                 progress.update(bar, completed=100, description=f"{label}: succeeded")
             elif (line := _task_line(event)) is not None:
                 progress.console.print(line)
+            if event.type in _FRESH_ATTEMPT:
+                progress.update(bar, completed=0, description=label)
             if event.type in (TaskEventType.FAILED, TaskEventType.CANCELLED):
                 # The line above says it all; a bar stuck short of 100% would not.
                 progress.update(bar, visible=False)
+
+
+@contextlib.contextmanager
+def _cleared_if_interrupted(live: Live) -> Iterator[None]:
+    """Ctrl+C (or any failure) takes the live view off the screen as it
+    stops, rather than leaving a frozen spinner or table behind."""
+    try:
+        yield
+    except BaseException:
+        live.transient = True
+        raise
 
 
 class RunBoard:
@@ -137,13 +165,20 @@ async def follow_run(events: AsyncIterator[WorkflowEvent], board: RunBoard, titl
             if (line := board.apply(event)) is not None:
                 err.print(line)
         return
-    with _live(board) as live:
+    live = Live(_BoardView(board), console=err, refresh_per_second=8)
+    with live, OUTAGE.shown(), _cleared_if_interrupted(live):
         async for event in events:
             board.apply(event)
-            live.update(board.table())
+            live.refresh()
 
 
-@contextlib.contextmanager
-def _live(board: RunBoard) -> Iterator[Live]:
-    with Live(board.table(), console=err, refresh_per_second=8, transient=False) as live:
-        yield live
+class _BoardView:
+    """The board's table as it is at each refresh, and the outage line."""
+
+    def __init__(self, board: RunBoard) -> None:
+        self._board = board
+
+    def __rich__(self) -> RenderableType:
+        line = OUTAGE.status()
+        table = self._board.table()
+        return table if line is None else Group(table, line)

@@ -100,5 +100,6 @@ def fields(pairs: Iterable[tuple[str, Text | str]]) -> None:
 
 
 def note(message: str, style: str = "") -> None:
-    """A remark for people, on stderr so it never mixes with results."""
-    err.print(Text(message, style=style))
+    """A remark for people, on stderr so it never mixes with results; one
+    line, whatever the width (a command to copy must not be cut in two)."""
+    err.print(Text(message, style=style), soft_wrap=True)

@@ -127,7 +127,16 @@ def watch(
     Exit code 0 if it succeeded, 1 if it failed or was cancelled."""
 
     async def command(client: Client) -> int:
-        return await follow(client, await client.tasks.get(task_id), output, after)
+        task = await client.tasks.get(task_id)
+        if task.status is TaskStatus.PENDING:
+            # Nothing runs it until someone starts it: say so, then wait for
+            # that, as a watch started from another terminal expects.
+            render.note(
+                f"task {task.id} is PENDING: it runs once started "
+                f"(orchestrator task start {task.id}); waiting for that, Ctrl+C stops",
+                style="yellow",
+            )
+        return await follow(client, task, output, after)
 
     run(command, url)
 
@@ -202,7 +211,7 @@ def list_tasks(
                     t.type,
                     render.status(t.status),
                     str(t.attempt),
-                    f"{t.progress}%" if t.progress else "",
+                    f"{t.progress}%" if t.progress and not t.status.terminal else "",
                     render.when(t.created_at),
                     t.title,
                 )
@@ -226,10 +235,17 @@ def get(task_id: TaskId, url: Url = None, output: Output = OutputFormat.TABLE) -
 
 @app.command()
 def start(task_id: TaskId, url: Url = None, output: Output = OutputFormat.TABLE) -> None:
-    """Queue a PENDING task (one created without --start)."""
+    """Queue a PENDING task (one created without --start).
+
+    One already queued or running is left as it is; a finished one is
+    refused (exit code 2)."""
 
     async def command(client: Client) -> None:
-        show(await client.tasks.start(task_id), output)
+        before = await client.tasks.get(task_id)
+        task = await client.tasks.start(task_id)
+        if before.status is not TaskStatus.PENDING:
+            render.note(f"task {task_id} was already {before.status.value}: nothing to start")
+        show(task, output)
 
     run(command, url)
 
@@ -271,10 +287,8 @@ def show(task: Task, output: OutputFormat) -> None:
             ("title", task.title),
             ("status", render.status(task.status)),
             ("attempt", f"{task.attempt} of {task.max_attempts}"),
-            (
-                "progress",
-                f"{task.progress}% {task.progress_message}".strip() if task.progress else "",
-            ),
+            # A finished task's last report ("100% slept 10.8s of 12s") is stale news.
+            ("progress", _progress(task)),
             ("error", task.error),
             ("labels", ", ".join(f"{k}={v}" for k, v in task.labels.items())),
             ("worker", task.worker_id),
@@ -290,3 +304,9 @@ def show(task: Task, output: OutputFormat) -> None:
             ("output", render.pretty_json(task.output) if task.output is not None else ""),
         ]
     )
+
+
+def _progress(task: Task) -> str:
+    if not task.progress or task.status.terminal:
+        return ""
+    return f"{task.progress}% {task.progress_message}".strip()

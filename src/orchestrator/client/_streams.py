@@ -84,6 +84,8 @@ class _EventStream(Generic[M, E]):
         attempts = self._transport.stream_retry.start()
         renewed = False
         ended = False
+        # Since a drop, until the server answers again.
+        lost = False
         while True:
             token: str | None = None
             stubs = self._transport.stubs
@@ -91,11 +93,15 @@ class _EventStream(Generic[M, E]):
             try:
                 # Also covers a watch asked to start past the end, which the
                 # server would otherwise hold open for a finished task.
-                if self._first_call is None and self.last_sequence > 0 and await self._finished():
-                    return
+                if self._first_call is None and self.last_sequence > 0:
+                    finished = await self._finished()
+                    lost = _resumed(lost, attempts)
+                    if finished:
+                        return
                 token = await self._transport.bearer()
                 call = self._open(stubs, token)
                 async for message in call:
+                    lost = _resumed(lost, attempts)
                     if ended:
                         return  # more than was wanted: the call is cancelled below
                     event = self._convert(message)
@@ -118,6 +124,7 @@ class _EventStream(Generic[M, E]):
                     if renewed:
                         continue
                 await self._pause_or_raise(exc, stubs, attempts)
+                lost = True
             finally:
                 if call is not None:
                     call.cancel()
@@ -140,17 +147,32 @@ class _EventStream(Generic[M, E]):
         delay = attempts.next_delay()
         if delay is None:
             raise self._error(exc) from None
+        reason = exc.details() if isinstance(exc, aio.AioRpcError) else exc.message
+        # The extra fields let a program (the CLI) show the outage its own way.
         log.warning(
             "stream lost after sequence %d (%s); reconnecting in %.2fs",
             self.last_sequence,
-            exc.details() if isinstance(exc, aio.AioRpcError) else exc.message,
+            reason,
             delay,
+            extra={"reconnect_attempt": attempts.failures, "reason": reason},
         )
         self.reconnects += 1
         await asyncio.sleep(delay)
 
     def _error(self, exc: aio.AioRpcError | Unavailable) -> Exception:
         return self._transport.error(exc) if isinstance(exc, aio.AioRpcError) else exc
+
+
+def _resumed(lost: bool, attempts: Attempts) -> bool:
+    """Says the server answers again after a drop; whether it is still lost
+    (no longer)."""
+    if lost:
+        log.info(
+            "stream resumed after %d reconnect attempts",
+            attempts.failures,
+            extra={"resumed_after": attempts.failures},
+        )
+    return False
 
 
 def _code(exc: aio.AioRpcError | Unavailable) -> grpc.StatusCode:
