@@ -10,6 +10,11 @@ screenshots.
 
 `page` has the dashboard as its base URL and fails its test if the page logs
 an error (CSP violations are logged as errors) or throws: see PageProblems.
+`open_page(**context_options)` opens more such pages, each with cookies of
+its own (a phone's viewport, dark mode, a second user); `member_page` is one
+signed in as the member already (one sign-in per module: `member_state`).
+`member_client` is the SDK logged in as the member, quicker than the CLI for
+setting a scene.
 
 Playwright's objects belong to the event loop that made them and the browser
 lives for the module, so this directory's tests, and the async fixtures here,
@@ -24,15 +29,24 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, ConsoleMessage, Page, Response, async_playwright
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Response,
+    StorageState,
+    async_playwright,
+)
 
+from orchestrator.client import Client
 from tests.e2e import conftest as e2e
 from tests.e2e.conftest import REPO, WorkerProcess, _serving, connect
 from tests.e2e.test_cli_commands import Result, cli, login, user_env
@@ -53,6 +67,7 @@ CHROMIUM_ARGS = (
     "--disable-sync",
 )
 VIEWPORT = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
 SCREENSHOTS = REPO / "docs" / "screenshots"
 # Either line names the one HTTP listener; the dashboard's came after the metrics'.
 HTTP_URL = re.compile(r"(?:dashboard|metrics) on (http://127\.0\.0\.1:\d+)/")
@@ -108,6 +123,16 @@ async def member(shared_orchestrator: ServerProcess) -> Account:
     async with connect(shared_orchestrator) as admin:
         await create_member(admin, username)
     return Account(username, MEMBER_PASSWORD)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def member_client(
+    shared_orchestrator: ServerProcess, member: Account
+) -> AsyncIterator[Client]:
+    """The SDK, logged in as the member."""
+    async with Client(shared_orchestrator.address) as client:
+        await client.login(member.username, member.password)
+        yield client
 
 
 # -- the CLI ---------------------------------------------------------------------
@@ -207,6 +232,16 @@ def page_problems() -> PageProblems:
     return PageProblems()
 
 
+async def _open(
+    browser: Browser, dashboard_url: str, problems: PageProblems, options: Mapping[str, object]
+) -> tuple[BrowserContext, Page]:
+    context = await browser.new_context(base_url=dashboard_url, **{"viewport": VIEWPORT, **options})
+    context.set_default_timeout(BROWSER_TIMEOUT_MS)
+    page = await context.new_page()
+    problems.watch(page)
+    return context, page
+
+
 @pytest_asyncio.fixture(loop_scope="module")
 async def page(
     request: pytest.FixtureRequest,
@@ -218,11 +253,8 @@ async def page(
 ) -> AsyncIterator[Page]:
     """A page in a fresh context (no cookies), 1280x800, whose relative URLs
     are the dashboard's. After the test: no problems, or the test errs."""
-    context = await browser.new_context(viewport=VIEWPORT, base_url=dashboard_url)
-    context.set_default_timeout(BROWSER_TIMEOUT_MS)
+    context, page = await _open(browser, dashboard_url, page_problems, {})
     try:
-        page = await context.new_page()
-        page_problems.watch(page)
         yield page
     finally:
         await context.close()
@@ -230,6 +262,51 @@ async def page(
     if report is not None and report.failed:
         print("--- server log (end):", *shared_orchestrator.lines[-60:], sep="\n")
     page_problems.assert_none()
+
+
+OpenPage = Callable[..., Awaitable[Page]]
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def open_page(
+    browser: Browser, dashboard_url: str, page: Page, page_problems: PageProblems
+) -> AsyncIterator[OpenPage]:
+    """`await open_page(**context_options)`: another page like `page`, in a
+    fresh context of its own (`viewport=PHONE`, `color_scheme="dark"`, ...);
+    closed, and checked for problems, with `page`."""
+    contexts: list[BrowserContext] = []
+
+    async def open_(**options: object) -> Page:
+        context, opened = await _open(browser, dashboard_url, page_problems, options)
+        contexts.append(context)
+        return opened
+
+    try:
+        yield open_
+    finally:
+        for context in contexts:
+            await context.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def member_state(browser: Browser, dashboard_url: str, member: Account) -> StorageState:
+    """The cookies of one sign-in as the member, for pages that start signed
+    in: `await open_page(storage_state=member_state)`."""
+    problems = PageProblems()
+    context, page = await _open(browser, dashboard_url, problems, {})
+    try:
+        await sign_in(page, member.username, member.password)
+        state = await context.storage_state()
+    finally:
+        await context.close()
+    problems.assert_none()
+    return state
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def member_page(open_page: OpenPage, member_state: StorageState) -> Page:
+    """A page like `page`, signed in as the member."""
+    return await open_page(storage_state=member_state)
 
 
 async def submit_sign_in(page: Page, username: str, password: str) -> Response | None:
@@ -261,3 +338,13 @@ async def screenshot(page: Page, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     await page.screenshot(path=path, type="png")
     return path
+
+
+async def mark_document(page: Page) -> None:
+    """Marks the document on show, so that `same_document` can tell a live
+    update (the marked document changed) from a reload (a new document)."""
+    await page.evaluate("window.__dashboardTestMark = true")
+
+
+async def same_document(page: Page) -> bool:
+    return bool(await page.evaluate("window.__dashboardTestMark === true"))
