@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -272,7 +272,10 @@ class Server:
         log.info("health SERVING")
         return self.port
 
-    async def stop(self) -> None:
+    async def stop(self, on_drain: Callable[[], None] | None = None) -> None:
+        """Shut down in the documented order (DESIGN §6). `on_drain` runs once
+        the workers are told to drain: `orchestrator dev` stops its own
+        worker then, so that it hands its tasks back and does not reconnect."""
         grace = self.settings.shutdown_grace_seconds
         if self._health is not None:
             self._health.set_not_serving()
@@ -292,6 +295,8 @@ class Server:
             if self._engine is not None:
                 self._engine.dispatcher.drain("server shutting down")
                 log.info("shutdown: workers told to drain")
+            if on_drain is not None:
+                on_drain()
             await stopping
             log.info("shutdown: gRPC server stopped")
         if self._http is not None:
