@@ -1,18 +1,23 @@
-# The verbs a newcomer needs. Every target sets up .venv first (idempotent).
+# The verbs a newcomer needs. Every target sets up .venv first (idempotent):
+# run and dev with what running the server needs, the others with the
+# development tools too (scripts/setup).
 VENV := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup run dev test test-sqlite test-postgres lint proto bench bench-peers clean
+.PHONY: setup setup-run run dev test test-sqlite test-postgres lint lock proto bench bench-peers clean
 
 setup:
-	@scripts/setup
+	@scripts/setup dev
+
+setup-run:
+	@scripts/setup run
 
 ## Start the server on SQLite (./orchestrator.db).
-run: setup
+run: setup-run
 	$(VENV)/orchestrator serve
 
 ## Server, demo worker and an admin account in one command.
-dev: setup
+dev: setup-run
 	$(VENV)/orchestrator dev
 
 ## The whole suite: lint, types, then the tests on SQLite and on PostgreSQL.
@@ -29,6 +34,12 @@ lint: setup
 	$(VENV)/ruff check src tests bench scripts
 	$(VENV)/ruff format --check src tests bench scripts
 	$(VENV)/mypy
+	$(VENV)/python scripts/lockfile.py check
+
+## Recompile requirements/*.txt after a change to pyproject.toml's dependencies
+## (UPGRADE=1: every pin to the newest release pyproject.toml allows).
+lock: setup
+	scripts/lock
 
 ## Regenerate src/orchestrator/proto from proto/orchestrator/*.proto.
 proto: setup
