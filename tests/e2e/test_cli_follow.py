@@ -6,8 +6,11 @@ terminal, it gets the one-line-per-event view."""
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,9 @@ from tests.e2e.conftest import REPO, SERVER_ENV, WorkerProcess
 from tests.e2e.test_cli_commands import CLI_TIMEOUT, STARTUP_TIMEOUT, cli, login, user_env
 from tests.support.database import temporary_database
 from tests.support.server import ServerProcess
+from tests.support.terminal import Terminal
+
+ORCHESTRATOR = (sys.executable, "-m", "orchestrator")
 
 
 def cli_process(*args: str, env: dict[str, str]) -> ServerProcess:
@@ -104,36 +110,54 @@ def test_ctrl_c_stops_following_with_exit_130_and_the_task_goes_on(
     assert cli("task", "cancel", task_id, env=admin_env).code == 0
 
 
+@dataclass
+class Outage:
+    """A server with a demo worker, a logged-in admin's environment, and the
+    means to stop the server and start it again on the same port and database."""
+
+    env: dict[str, str]
+    stop: Callable[[], object]
+    start_again: Callable[[], object]
+
+
+@contextlib.contextmanager
+def outage(tmp_path: Path) -> Iterator[Outage]:
+    with temporary_database(tmp_path) as url:
+        servers = [ServerProcess(url, env=SERVER_ENV).start(STARTUP_TIMEOUT)]
+        worker: WorkerProcess | None = None
+
+        def start_again() -> ServerProcess:
+            same_port = {**SERVER_ENV, "ORCHESTRATOR_PORT": str(servers[0].port)}
+            servers.append(ServerProcess(url, env=same_port).start(STARTUP_TIMEOUT))
+            return servers[-1]
+
+        try:
+            env = user_env(servers[0], tmp_path / "config")
+            login(env)
+            worker = start_worker(servers[0], env)
+            yield Outage(env, servers[0].stop, start_again)
+        finally:
+            if worker is not None:
+                worker.finish()
+            for server in servers:
+                server.stop()
+                print("--- server log:", server.log, sep="\n")
+
+
+SLEEP = ("task", "run", "sleep", "--input", '{"seconds": 3}')
+
+
 @pytest.mark.any_database
 def test_task_run_rides_out_a_server_restart_with_one_line_each_way(tmp_path: Path) -> None:
     """The server stops under an open `task run` and comes back on the same
     port and database: one line says it is lost, one that it is back, and the
     run goes on to the task's end."""
-    with temporary_database(tmp_path) as url:
-        first = ServerProcess(url, env=SERVER_ENV).start(STARTUP_TIMEOUT)
-        second: ServerProcess | None = None
-        worker: WorkerProcess | None = None
-        try:
-            env = user_env(first, tmp_path / "config")
-            login(env)
-            worker = start_worker(first, env)
-            sleep = '{"seconds": 3}'
-            with cli_process("task", "run", "sleep", "--input", sleep, env=env) as run:
-                run.wait_for_log(r"started, attempt 1", CLI_TIMEOUT)
-                first.stop()
-                run.wait_for_log(r"server unreachable", CLI_TIMEOUT)
-                second = ServerProcess(
-                    url, env={**SERVER_ENV, "ORCHESTRATOR_PORT": str(first.port)}
-                )
-                second.start(STARTUP_TIMEOUT)
-                assert run.wait(CLI_TIMEOUT) == 0, run.log
-        finally:
-            if worker is not None:
-                worker.finish()
-            for server in (first, second):
-                if server is not None:
-                    server.stop()
-                    print("--- server log:", server.log, sep="\n")
+    with outage(tmp_path) as stack, cli_process(*SLEEP, env=stack.env) as run:
+        run.wait_for_log(r"started, attempt 1", CLI_TIMEOUT)
+        stack.stop()
+        run.wait_for_log(r"server unreachable", CLI_TIMEOUT)
+        stack.start_again()
+        assert run.wait(CLI_TIMEOUT) == 0, run.log
     lines = run.lines
     lost = [line for line in lines if "server unreachable" in line]
     assert lost == ["server unreachable (server shutting down), retrying …"], run.log
@@ -143,3 +167,42 @@ def test_task_run_rides_out_a_server_restart_with_one_line_each_way(tmp_path: Pa
     assert int(back[0].group(1)) >= 2, run.log
     assert not [line for line in lines if "stream lost" in line], run.log
     assert "succeeded" in run.stdout
+
+
+@pytest.mark.any_database
+def test_on_a_terminal_the_outage_is_one_line_counted_in_place(tmp_path: Path) -> None:
+    with outage(tmp_path) as stack, Terminal(ORCHESTRATOR + SLEEP, stack.env) as term:
+        term.wait_for(r"started, attempt 1", CLI_TIMEOUT)
+        stack.stop()
+        term.wait_for(r"retrying \(2\)", CLI_TIMEOUT)
+        during = [line for line in term.screen() if "server unreachable" in line]
+        assert len(during) == 1, term.output
+        assert re.fullmatch(r"server unreachable, retrying \(\d+\) …", during[0]), during
+        stack.start_again()
+        assert term.wait(CLI_TIMEOUT) == 0, term.output
+    screen = term.screen()
+    assert not [line for line in screen if "server unreachable" in line], screen
+    assert len([line for line in screen if line.startswith("server back after")]) == 1, screen
+    # The one line counted on: several counts were drawn over each other.
+    assert len(set(re.findall(r"retrying \((\d+)\)", term.output))) >= 2, term.output
+    # The bar that was left finished: the task handed back started it again.
+    bars = [line for line in screen if "━" in line]
+    assert len(bars) == 1 and "succeeded" in bars[0] and "100%" in bars[0], screen
+
+
+@pytest.mark.any_database
+def test_ctrl_c_on_a_terminal_takes_the_live_view_off_the_screen(
+    admin_env: dict[str, str],
+) -> None:
+    sleep = ("task", "run", "sleep", "--input", '{"seconds": 60}')
+    with Terminal(ORCHESTRATOR + sleep, admin_env) as term:
+        term.wait_for(r"slept", CLI_TIMEOUT)  # the bar moves
+        term.interrupt()
+        assert term.wait(CLI_TIMEOUT) == 130
+    screen = term.screen()
+    stopped = re.fullmatch(
+        r"stopped following; the task goes on: orchestrator task watch (\S+)", screen[-1]
+    )
+    assert stopped, screen
+    assert not [line for line in screen if "━" in line or "slept" in line], screen
+    assert cli("task", "cancel", stopped.group(1), env=admin_env).code == 0
