@@ -68,7 +68,9 @@ CHROMIUM_ARGS = (
 )
 VIEWPORT = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
-SCREENSHOTS = REPO / "docs" / "screenshots"
+# Each run writes fresh ones here (not tracked); the README shows the copies
+# in docs/screenshots, refreshed by copying these when the pages change.
+SCREENSHOTS = REPO / "docs" / "screenshots" / "latest"
 # Either line names the one HTTP listener; the dashboard's came after the metrics'.
 HTTP_URL = re.compile(r"(?:dashboard|metrics) on (http://127\.0\.0\.1:\d+)/")
 # Long enough for a loaded CI machine, short enough to fail inside the test timeout.
@@ -330,7 +332,7 @@ async def sign_in(page: Page, username: str, password: str) -> None:
 
 
 async def screenshot(page: Page, name: str) -> Path:
-    """docs/screenshots/NAME.png of what the 1280x800 viewport shows."""
+    """docs/screenshots/latest/NAME.png of what the 1280x800 viewport shows."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
         raise ValueError(f"screenshot name {name!r}: use lower-case letters, digits and dashes")
     assert page.viewport_size == VIEWPORT, page.viewport_size

@@ -4,8 +4,8 @@ reloaded), a task is cancelled from its page, other people's tasks stay out
 of sight, a form without its CSRF token changes nothing, user text stays
 text, signing out ends the session's cookie. Runs: the README's `greet`
 workflow, its nodes changing colour live and in order. Looks: no page wider
-than a phone's screen, and the screenshots in docs/screenshots that the
-README shows.
+than a phone's screen, and the screenshots the README shows (written to
+docs/screenshots/latest; docs/screenshots holds the copies committed).
 
 One module, so one server, worker and browser start for all of them."""
 

@@ -18,18 +18,12 @@ from tests.e2e.conftest import CALL_TIMEOUT, Client, RawWorker, connect
 from tests.e2e.test_security_api_tokens import bearer, code_of
 from tests.e2e.workflow_helpers import MEMBER_PASSWORD, create_member
 from tests.support.server import ADMIN_PASSWORD, ADMIN_USERNAME, ServerProcess
-from tests.support.web import Page, WebClient, dashboard_url
+from tests.support.web import Page, WebClient, signed_in
 
 pytestmark = [pytest.mark.any_database, pytest.mark.server_env(ORCHESTRATOR_HTTP_PORT="0")]
 
 SECRET = re.compile(r'id="token-secret">(orch_[^<]+)<')
 ONLY_ADMINS = "only an admin may do this"
-
-
-def signed_in(server: ServerProcess, username: str, password: str) -> WebClient:
-    web = WebClient(dashboard_url(server))
-    web.sign_in(username, password)
-    return web
 
 
 def admin_web(server: ServerProcess) -> WebClient:

@@ -13,7 +13,7 @@ import pytest
 from tests.e2e.conftest import Client, WorkerFactory, connect
 from tests.e2e.workflow_helpers import MEMBER_PASSWORD, create_member
 from tests.support.server import ADMIN_PASSWORD, ADMIN_USERNAME, ServerProcess
-from tests.support.web import LiveStream, WebClient, dashboard_url
+from tests.support.web import LiveStream, signed_in
 
 pytestmark = [pytest.mark.any_database, pytest.mark.server_env(ORCHESTRATOR_HTTP_PORT="0")]
 
@@ -41,12 +41,6 @@ def finished(html: str) -> tuple[int, int]:
     bars = BAR.findall(html)
     assert len(bars) == 60 or not bars, f"{len(bars)} bars"
     return sum(int(total) for total, _ in bars), sum(int(bad or 0) for _, bad in bars)
-
-
-def signed_in(server: ServerProcess, username: str, password: str) -> WebClient:
-    web = WebClient(dashboard_url(server))
-    web.sign_in(username, password)
-    return web
 
 
 async def test_the_overview_shows_the_work_done(

@@ -17,18 +17,10 @@ import pytest
 
 from tests.e2e import test_web_workflows as workflow_pages
 from tests.e2e.conftest import Client, WorkerFactory
-from tests.e2e.test_web_workflows import (
-    Member,
-    flash,
-    followed,
-    graph_states,
-    region,
-    run_ids,
-    unique,
-)
+from tests.e2e.test_web_workflows import Member, graph_states, run_ids, unique
 from tests.e2e.workflow_helpers import RUN_CANCELLED, RUN_RUNNING, Flows, edge, node
 from tests.support.server import ServerProcess
-from tests.support.web import LiveStream, WebClient
+from tests.support.web import LiveStream, WebClient, flash, followed, region
 
 pytestmark = [pytest.mark.any_database, pytest.mark.server_env(ORCHESTRATOR_HTTP_PORT="0")]
 

@@ -24,7 +24,7 @@ from tests.e2e.conftest import CALL_TIMEOUT, Client, RawWorker, to_struct
 from tests.e2e.stream_helpers import bearer
 from tests.e2e.workflow_helpers import MEMBER_PASSWORD, create_member
 from tests.support.server import ADMIN_PASSWORD, ADMIN_USERNAME, ServerProcess
-from tests.support.web import Event, Page, WebClient, dashboard_url
+from tests.support.web import Event, Page, WebClient, dashboard_url, flash, followed, region
 
 pytestmark = [pytest.mark.any_database, pytest.mark.server_env(ORCHESTRATOR_HTTP_PORT="0")]
 
@@ -64,30 +64,6 @@ def rows(page: Page) -> dict[str, str]:
     """The list's rows: task id -> status, in page order."""
     assert page.status == 200, page.text[:2000]
     return dict(ROW.findall(page.text))
-
-
-def flash(page: Page) -> str:
-    found = re.search(r'<p class="flash (ok|error)">(.*?)</p>', page.text, re.S)
-    assert found, f"no flash message on the page:\n{page.text[:3000]}"
-    return f"{found.group(1)}: {html.unescape(found.group(2))}"
-
-
-def region(page: Page, element_id: str) -> str:
-    """The HTML inside the element with this id."""
-    start = re.search(rf'<(\w+)\b[^>]*\bid="{element_id}"[^>]*>', page.text)
-    assert start, f"no #{element_id} on the page:\n{page.text[:3000]}"
-    depth = 1
-    for tag in re.compile(rf"<(/?){start.group(1)}\b[^>]*>").finditer(page.text, start.end()):
-        depth += -1 if tag.group(1) else 1
-        if depth == 0:
-            return page.text[start.end() : tag.start()]
-    raise AssertionError(f"#{element_id} is never closed")
-
-
-def followed(web: WebClient, reply: Page) -> Page:
-    """The page a form's redirect leads to."""
-    assert reply.status == 303, f"{reply.status}:\n{reply.text[:2000]}"
-    return web.get(reply.location)
 
 
 @contextlib.asynccontextmanager
@@ -284,7 +260,7 @@ async def test_the_task_page_shows_its_fields_input_attempts_errors_and_timeline
     shown_input = region(page, "task-input")
     assert "&lt;Paris&gt;" in shown_input
     assert html.unescape(shown_input) == json.dumps(
-        {"city": "<Paris>", "n": 2.0}, indent=2, sort_keys=True
+        {"city": "<Paris>", "n": 2}, indent=2, sort_keys=True
     )
     assert region(page, "task-error") == "broke &lt;2&gt;"
     fields = html.unescape(region(page, "task-fields"))

@@ -21,7 +21,7 @@ from markupsafe import escape
 from tests.e2e.conftest import Client, connect
 from tests.e2e.workflow_helpers import MEMBER_PASSWORD, Flows, create_member, edge, node
 from tests.support.server import ADMIN_PASSWORD, ADMIN_USERNAME, ServerProcess
-from tests.support.web import Page, WebClient, dashboard_url
+from tests.support.web import Page, WebClient, dashboard_url, flash, region
 
 pytestmark = [pytest.mark.any_database, pytest.mark.server_env(ORCHESTRATOR_HTTP_PORT="0")]
 
@@ -66,35 +66,9 @@ def unique(prefix: str = "wf") -> str:
 # -- reading pages (shared with test_web_runs) ------------------------------------
 
 
-def region(page: Page | str, element_id: str) -> str:
-    """The HTML inside the element with this id."""
-    text = page if isinstance(page, str) else page.text
-    start = re.search(rf'<(\w+)\b[^>]*\bid="{element_id}"[^>]*>', text)
-    assert start, f"no #{element_id} on the page:\n{text[:3000]}"
-    depth = 1
-    for tag in re.compile(rf"<(/?){start.group(1)}\b[^>]*>").finditer(text, start.end()):
-        depth += -1 if tag.group(1) else 1
-        if depth == 0:
-            return text[start.end() : tag.start()]
-    raise AssertionError(f"#{element_id} is never closed")
-
-
-def flash(page: Page) -> str:
-    """The page's message, as "ok: text" or "error: text"."""
-    found = re.search(r'<p class="flash (ok|error)">(.*?)</p>', page.text, re.S)
-    assert found, f"no flash message on the page:\n{page.text[:3000]}"
-    return f"{found.group(1)}: {html.unescape(found.group(2))}"
-
-
 def graph_states(text: str) -> dict[str, str]:
     """The drawn graph's nodes: id -> data-state ("" on a definition)."""
     return {html.unescape(node_id): state for node_id, state in GRAPH_NODE.findall(text)}
-
-
-def followed(web: WebClient, reply: Page) -> Page:
-    """The page a form's redirect leads to."""
-    assert reply.status == 303, f"{reply.status}:\n{reply.text[:2000]}"
-    return web.get(reply.location)
 
 
 async def run_ids(flows: Flows, workflow_id: str) -> set[str]:

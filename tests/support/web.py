@@ -12,6 +12,7 @@ live page's server-sent events with a deadline.
 
 from __future__ import annotations
 
+import html
 import http.client
 import json
 import re
@@ -32,6 +33,38 @@ TIMEOUT = 30.0
 def dashboard_url(server: ServerProcess) -> str:
     """The dashboard's base URL (the server runs with ORCHESTRATOR_HTTP_PORT=0)."""
     return server.wait_for_log(DASHBOARD_URL).group(1)
+
+
+def signed_in(server: ServerProcess, username: str, password: str) -> WebClient:
+    web = WebClient(dashboard_url(server))
+    web.sign_in(username, password)
+    return web
+
+
+def region(page: Page | str, element_id: str) -> str:
+    """The HTML inside the element with this id."""
+    text = page if isinstance(page, str) else page.text
+    start = re.search(rf'<(\w+)\b[^>]*\bid="{element_id}"[^>]*>', text)
+    assert start, f"no #{element_id} on the page:\n{text[:3000]}"
+    depth = 1
+    for tag in re.compile(rf"<(/?){start.group(1)}\b[^>]*>").finditer(text, start.end()):
+        depth += -1 if tag.group(1) else 1
+        if depth == 0:
+            return text[start.end() : tag.start()]
+    raise AssertionError(f"#{element_id} is never closed")
+
+
+def flash(page: Page) -> str:
+    """The page's message, as "ok: text" or "error: text"."""
+    found = re.search(r'<p class="flash (ok|error)"[^>]*>(.*?)</p>', page.text, re.S)
+    assert found, f"no flash message on the page:\n{page.text[:3000]}"
+    return f"{found.group(1)}: {html.unescape(found.group(2))}"
+
+
+def followed(web: WebClient, reply: Page) -> Page:
+    """The page a form's redirect leads to."""
+    assert reply.status == 303, f"{reply.status}:\n{reply.text[:2000]}"
+    return web.get(reply.location)
 
 
 @dataclass

@@ -183,6 +183,12 @@ def test_gantt_with_nothing_started_and_hostile_labels() -> None:
     assert texts(root, "axis-label") == []
 
 
+def test_a_skipped_row_says_skipped_not_that_it_has_yet_to_start() -> None:
+    rows = [GanttRow("apologise", "SKIPPED", None, None), GanttRow("later", "PENDING", None, None)]
+    root = ET.fromstring(str(gantt(rows, NOW)))
+    assert texts(root, "gantt-idle") == ["skipped", "not started"]
+
+
 def test_naive_times_are_utc() -> None:
     naive = NOW.replace(tzinfo=None)
     rows = [GanttRow("a", "SUCCEEDED", naive - timedelta(seconds=5), naive)]

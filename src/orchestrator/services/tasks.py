@@ -8,6 +8,7 @@ from typing import Any
 from grpc import aio
 
 from orchestrator.auth import identity
+from orchestrator.engine.task_requests import label_filter
 from orchestrator.engine.tasks import TaskEngine, TaskFilter
 from orchestrator.engine.waiting import WaitReasons
 from orchestrator.errors import FieldViolation, InvalidArgument
@@ -24,15 +25,6 @@ from orchestrator.services.streams import Streams
 from orchestrator.store.types import utcnow
 
 Context = aio.ServicerContext[Any, Any]
-
-
-def _label(text: str) -> tuple[str, str] | None:
-    if not text:
-        return None
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise InvalidArgument.field("label", "must be key=value")
-    return key, value
 
 
 _SCALARS = frozenset({"title", "description", "priority", "max_attempts", "timeout_seconds"})
@@ -100,7 +92,7 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
         where = TaskFilter(
             status=status_domain(request.status),
             type=request.type or None,
-            label=_label(request.label),
+            label=label_filter(request.label),
         )
         found, token = await self._engine.list(
             identity.current(), where, request.page_size, request.page_token

@@ -133,7 +133,7 @@ def _minute_tick(index: int, minute: datetime) -> Markup:
 
 def gantt(rows: Sequence[GanttRow], now: datetime) -> Markup:
     """One bar per row from its start to its end, or to `now` while it has no
-    end; a row never started reads "not started". Bars share one time axis."""
+    end; a row never started reads "not started" ("skipped" if it was). Bars share one time axis."""
     now = _utc(now)
     spans = [(_utc(r.start), _utc(r.end) if r.end else now) for r in rows if r.start]
     first = min((start for start, _ in spans), default=now)
@@ -162,7 +162,8 @@ def _gantt_row(row: GanttRow, y: int, first: datetime, now: datetime, scale: flo
         _text("gantt-label", 4, y + 15, clip(row.label, GANTT_LABEL_CHARS)),
     ]
     if row.start is None:
-        parts.append(_text("gantt-idle", GANTT_LABEL_WIDTH + 4, y + 15, "not started"))
+        idle = "skipped" if row.state.upper() == "SKIPPED" else "not started"
+        parts.append(_text("gantt-idle", GANTT_LABEL_WIDTH + 4, y + 15, idle))
     else:
         start = _utc(row.start)
         end = _utc(row.end) if row.end else now

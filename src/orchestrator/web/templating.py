@@ -71,4 +71,16 @@ def duration(seconds: float | None) -> str:
 
 
 def pretty_json(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    return json.dumps(_whole(value), indent=2, sort_keys=True, ensure_ascii=False)
+
+
+def _whole(value: Any) -> Any:
+    """Whole numbers as people wrote them (`6`, not `6.0`): the server keeps
+    JSON's numbers as doubles, as the SDK and the CLI undo too."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _whole(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole(item) for item in value]
+    return value

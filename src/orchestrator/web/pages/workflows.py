@@ -45,8 +45,8 @@ definition:
       input: {sorry: true}
   edges:
     - {source: hello, target: pause}
-    - {source: pause, target: again}
-    - {source: hello, target: apologise, condition: "input.name == ''"}
+    - {source: pause, target: again, condition: "has(input.name) && input.name != ''"}
+    - {source: hello, target: apologise, condition: "!has(input.name) || input.name == ''"}
 """
 
 
