@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from collections.abc import AsyncIterator
 
 from grpc import aio
 
-from tests.e2e.conftest import STREAM_TIMEOUT, Client
+from tests.e2e.conftest import STREAM_TIMEOUT, Client, RawWorker
 from tests.support.grpc import Metadata
 
 
@@ -33,3 +34,14 @@ async def open_watch(client: Client) -> aio.UnaryStreamCall:  # type: ignore[typ
     async with asyncio.timeout(STREAM_TIMEOUT):
         assert (await watch.read()).task_id == queued.id
     return watch  # type: ignore[no-any-return]
+
+
+@contextlib.asynccontextmanager
+async def hand_worker(admin: Client, task_type: str) -> AsyncIterator[RawWorker]:
+    """A worker stream serving `task_type` alone, driven by the test."""
+    worker = RawWorker(admin, bearer(await admin.worker_token(f"hand-{task_type}")))
+    await worker.hello(f"hand-{task_type}", [task_type])
+    try:
+        yield worker
+    finally:
+        worker.call.cancel()

@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
+from orchestrator.proto import workers_pb2
 from tests.e2e import test_web_workflows as workflow_pages
 from tests.e2e.conftest import Client, WorkerFactory
+from tests.e2e.stream_helpers import hand_worker
 from tests.e2e.test_web_workflows import Member, graph_states, run_ids, unique
 from tests.e2e.workflow_helpers import RUN_CANCELLED, RUN_RUNNING, Flows, edge, node
 from tests.support.server import ServerProcess
@@ -346,3 +348,29 @@ async def test_a_member_gets_not_found_for_the_admins_run(
     with member.web.live(f"/live/runs/{run_id}") as live:
         assert live.next_event().name == "missing"
     assert web.get(f"/runs/{run_id}").status == 200
+
+
+async def test_the_selected_nodes_log_lines_arrive_live(web: WebClient, admin: Client) -> None:
+    """A task's log line makes no run event: the page follows the selected
+    node's task too."""
+    flows = Flows(admin)
+    task_type = unique("logs")
+    workflow = await flows.create(unique("logged"), [node("step", task_type)])
+    call, started = await flows.start(workflow.id)
+    call.cancel()
+    async with hand_worker(admin, task_type) as worker:
+        given = await worker.assignment()
+        with web.live(f"/live/runs/{started.run_id}?node=step") as live:
+            first = live.next_region("node-detail")
+            assert "one &lt;line&gt;" not in first
+            await worker.send(
+                workers_pb2.WorkerMessage(
+                    log=workers_pb2.TaskLog(
+                        task_id=given.task_id, fencing_token=given.fencing_token, line="one <line>"
+                    )
+                )
+            )
+            assert "one &lt;line&gt;" in live.next_region("node-detail", contains="line")
+        page = web.get(f"/runs/{started.run_id}?node=step")
+        assert 'class="node state-running selected" data-node-id="step"' in page.text
+        assert 'aria-current="true"' in region(page, "run-graph")

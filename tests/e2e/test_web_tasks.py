@@ -10,18 +10,16 @@ reports or fails exactly when the test says."""
 
 from __future__ import annotations
 
-import contextlib
 import html
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
 from orchestrator.proto import tasks_pb2, workers_pb2
-from tests.e2e.conftest import CALL_TIMEOUT, Client, RawWorker, to_struct
-from tests.e2e.stream_helpers import bearer
+from tests.e2e.conftest import CALL_TIMEOUT, Client, to_struct
+from tests.e2e.stream_helpers import hand_worker
 from tests.e2e.workflow_helpers import MEMBER_PASSWORD, create_member
 from tests.support.server import ADMIN_PASSWORD, ADMIN_USERNAME, ServerProcess
 from tests.support.web import Event, Page, WebClient, dashboard_url, flash, followed, region
@@ -64,17 +62,6 @@ def rows(page: Page) -> dict[str, str]:
     """The list's rows: task id -> status, in page order."""
     assert page.status == 200, page.text[:2000]
     return dict(ROW.findall(page.text))
-
-
-@contextlib.asynccontextmanager
-async def hand_worker(admin: Client, task_type: str) -> AsyncIterator[RawWorker]:
-    """A worker stream serving `task_type` alone, driven by the test."""
-    worker = RawWorker(admin, bearer(await admin.worker_token(f"hand-{task_type}")))
-    await worker.hello(f"hand-{task_type}", [task_type])
-    try:
-        yield worker
-    finally:
-        worker.call.cancel()
 
 
 async def task_of(admin: Client, task_id: str) -> tasks_pb2.Task:

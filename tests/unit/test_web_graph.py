@@ -208,3 +208,12 @@ def test_layout_runs_left_to_right_without_overlaps(definition: Definition) -> N
         assert drawn[edge.target][0] > drawn[edge.source][0] + drawn[edge.source][2]
     for (x1, y1, w1, h1), (x2, y2, w2, h2) in itertools.combinations(drawn.values(), 2):
         assert x1 + w1 <= x2 or x2 + w2 <= x1 or y1 + h1 <= y2 or y2 + h2 <= y1
+
+
+def test_the_selected_node_is_marked_for_eyes_and_screen_readers() -> None:
+    definition = Definition(nodes=(NodeSpec("a", "echo"), NodeSpec("b", "echo")), edges=())
+    markup = str(workflow_svg(definition, None, lambda node_id: f"/x?node={node_id}", "b"))
+    assert '<g class="node state-none selected" data-node-id="b"' in markup
+    assert '<g class="node state-none" data-node-id="a"' in markup
+    assert markup.count('aria-current="true"') == 1
+    assert '<a href="/x?node=b" aria-current="true">' in markup

@@ -2,9 +2,9 @@
 
 Event streams follow one task or run and must see every event; a page only
 needs to know that what it shows may be stale, and then reads it again. A
-page of many things waits for any change, a page of one task or run for that
-key alone. The hot path pays a test per commit, and a dictionary lookup per
-changed key only while some page watches keys.
+page of many things waits for any change, a page of one task or run for
+the changes of those keys alone. The hot path pays a counter per commit,
+and a dictionary lookup per changed key only while some page watches keys.
 """
 
 from __future__ import annotations
@@ -19,24 +19,37 @@ class ChangeFeed:
         # shows every change before it.
         self.version = 0
         self._any: asyncio.Event | None = None
-        self._keys: dict[str, asyncio.Event] = {}
+        self._keys: dict[str, set[asyncio.Event]] = {}
         self.closed = False
 
-    def waiter(self, key: str | None = None) -> asyncio.Event:
-        """Set at the next change (of `key` alone, when given). Taken before
-        reading what a page shows, so a change during the read is not missed."""
+    def waiter(self, *keys: str) -> asyncio.Event:
+        """Set at the next change (of one of `keys`, when given). Taken
+        before reading what a page shows, so a change during the read is not
+        missed; `forget` it once done with."""
         if self.closed:
             done = asyncio.Event()
             done.set()
             return done
-        if key is None:
+        if not keys:
             if self._any is None:
                 self._any = asyncio.Event()
             return self._any
-        waiter = self._keys.get(key)
-        if waiter is None:
-            waiter = self._keys[key] = asyncio.Event()
+        waiter = asyncio.Event()
+        self.also(waiter, keys)
         return waiter
+
+    def also(self, waiter: asyncio.Event, keys: Iterable[str]) -> None:
+        """Set `waiter` at a change of these keys too (learnt from a read)."""
+        for key in keys:
+            self._keys.setdefault(key, set()).add(waiter)
+
+    def forget(self, waiter: asyncio.Event, keys: Iterable[str]) -> None:
+        for key in keys:
+            waiters = self._keys.get(key)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._keys[key]
 
     def changed(self, keys: Iterable[str]) -> None:
         """Committed changes to these tasks and runs ("*": to anything, as a
@@ -50,8 +63,7 @@ class ChangeFeed:
                 if key == "*":
                     self._wake_all_keys()
                     return
-                waiter = self._keys.pop(key, None)
-                if waiter is not None:
+                for waiter in self._keys.pop(key, ()):
                     waiter.set()
 
     def close(self) -> None:
@@ -61,6 +73,7 @@ class ChangeFeed:
         self.changed(["*"])
 
     def _wake_all_keys(self) -> None:
-        for waiter in self._keys.values():
-            waiter.set()
+        for waiters in self._keys.values():
+            for waiter in waiters:
+                waiter.set()
         self._keys.clear()

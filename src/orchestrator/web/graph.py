@@ -69,12 +69,14 @@ def workflow_svg(
     definition: Definition,
     states: Mapping[str, NodeStatus] | None = None,
     link: Callable[[str], str | None] | None = None,
+    selected: str | None = None,
 ) -> Markup:
     """The definition's graph, each node coloured by its state in `states`.
 
     A node absent from `states`, or every node when `states` is None (a
     definition page), has an empty data-state and the class `state-none`.
-    `link(node_id)` gives the URL a node links to, or None for no link.
+    `link(node_id)` gives the URL a node links to, or None for no link; the
+    `selected` node is marked (the one whose task a run page shows).
     """
     nodes: dict[str, NodeSpec] = {}
     for node in definition.nodes:
@@ -92,7 +94,7 @@ def workflow_svg(
     for node in nodes.values():
         state = (states or {}).get(node.id)
         href = link(node.id) if link is not None else None
-        parts.append(_node(node, corners[node.id], state, href))
+        parts.append(_node(node, corners[node.id], state, href, node.id == selected))
     parts.append(Markup("</svg>"))
     return Markup("").join(parts)
 
@@ -216,7 +218,11 @@ def _bezier(t: float, p0: float, p1: float, p2: float, p3: float) -> float:
 
 
 def _node(
-    node: NodeSpec, corner: tuple[int, int], state: NodeStatus | None, href: str | None
+    node: NodeSpec,
+    corner: tuple[int, int],
+    state: NodeStatus | None,
+    href: str | None,
+    selected: bool,
 ) -> Markup:
     x, y = corner
     status = state.value if state is not None else ""
@@ -227,7 +233,7 @@ def _node(
         '<text class="node-id" x="{}" y="{}">{}</text>'
         '<text class="node-type" x="{}" y="{}">{}</text></g>'
     ).format(
-        state_class(status),
+        state_class(status) + (" selected" if selected else ""),
         printable(node.id),
         status,
         printable(title),
@@ -244,4 +250,5 @@ def _node(
     )
     if href is None:
         return body
-    return Markup('<a href="{}">{}</a>').format(href, body)
+    current = Markup(' aria-current="true"') if selected else ""
+    return Markup('<a href="{}"{}>{}</a>').format(href, current, body)

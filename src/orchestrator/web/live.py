@@ -48,37 +48,48 @@ async def _events(view: View, live_page: LivePage) -> AsyncIterator[str]:
     yield "retry: 2000\n\n"
     read_key = (scope(view.caller), str(view.request.url))
     while not feed.closed:
-        changed = feed.waiter(key)
+        # A page of one task or run waits for its keys; one of many, for anything.
+        watched = [key] if key else []
+        changed = feed.waiter(*watched)
         version = feed.version
-        # Every render asks again whether the session still works: logout or a
-        # disabled user ends the stream at the next change.
-        if await signed_in(view.request) is None:
-            yield "event: gone\ndata: {}\n\n"
-            return
         try:
-            values, read_at = await live_page.shared.read(
-                read_key, version, lambda: live_page.context(view)
-            )
-        except NotFound:
-            # Deleted, or never the caller's: the page says so when reloaded.
-            yield "event: missing\ndata: {}\n\n"
-            return
-        context = template.new_context(view.context(**values))
-        for name in regions:
-            html = "".join(template.blocks[name](context))
-            region_id = name.removeprefix(REGION_PREFIX).replace("_", "-")
-            # The first pass is sent too: something may have changed since
-            # the browser got the page.
-            if sent.get(region_id) != html:
-                yield _region(region_id, html)
-                sent[region_id] = html
-        # A read shared with another stream may predate the change this one
-        # was woken for: render again soon rather than wait for another.
-        while read_at >= version and not changed.is_set():
+            # Every render asks again whether the session still works: logout
+            # or a disabled user ends the stream at the next change.
+            if await signed_in(view.request) is None:
+                yield "event: gone\ndata: {}\n\n"
+                return
             try:
-                await asyncio.wait_for(changed.wait(), KEEP_ALIVE_SECONDS)
-            except TimeoutError:
-                yield ": keep-alive\n\n"
+                values, read_at = await live_page.shared.read(
+                    read_key, version, lambda: live_page.context(view)
+                )
+            except NotFound:
+                # Deleted, or never the caller's: the page says so when reloaded.
+                yield "event: missing\ndata: {}\n\n"
+                return
+            if watched:
+                # What the read showed may name more to follow (a run's
+                # selected node's task, whose log lines make no run event).
+                watched += live_page.follow(values)
+                feed.also(changed, watched[1:])
+            context = template.new_context(view.context(**values))
+            for name in regions:
+                html = "".join(template.blocks[name](context))
+                region_id = name.removeprefix(REGION_PREFIX).replace("_", "-")
+                # The first pass is sent too: something may have changed since
+                # the browser got the page.
+                if sent.get(region_id) != html:
+                    yield _region(region_id, html)
+                    sent[region_id] = html
+            # A read shared with another stream may predate the change this
+            # one was woken for: render again soon rather than wait for another.
+            while read_at >= version and not changed.is_set():
+                try:
+                    await asyncio.wait_for(changed.wait(), KEEP_ALIVE_SECONDS)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+        finally:
+            if watched:
+                feed.forget(changed, watched)
         await asyncio.sleep(live_page.every)
 
 

@@ -130,13 +130,15 @@ class LivePage:
     the element of that id) are sent again when what they show changes.
 
     `key` names the one task or run the page shows (None: it shows many, any
-    change may matter); `every` is the least time between two renders, so a
-    burst of changes costs one render."""
+    change may matter), and `follow` more keys its values name; `every` is
+    the least time between two renders, so a burst of changes costs one
+    render."""
 
     path: str
     template: str
     context: Context
     key: Callable[[View], str | None] = field(default=lambda view: None)
+    follow: Callable[[dict[str, Any]], list[str]] = field(default=lambda values: [])
     every: float = 1.0
     shared: SharedReads = field(init=False, compare=False, repr=False)
 

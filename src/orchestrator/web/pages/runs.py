@@ -148,13 +148,19 @@ async def _run_context(view: View) -> dict[str, Any]:
         "run": run,
         "workflow": workflow,
         "types": {node.id: node.type for node in workflow.definition.nodes},
-        "graph": workflow_svg(workflow.definition, states, link),
+        "graph": workflow_svg(workflow.definition, states, link, selected=selected or None),
         "nodes": nodes,
         "timeline": gantt(_gantt_rows(nodes), datetime.now(UTC)),
         "detail": await _node_detail(view, run, workflow.definition, selected)
         if selected
         else None,
     }
+
+
+def _selected_task(values: dict[str, Any]) -> list[str]:
+    """The selected node's task: its log lines change no run."""
+    detail: NodeDetail | None = values["detail"]
+    return [detail.task.id] if detail is not None and detail.task is not None else []
 
 
 async def _cancel(view: View) -> Response:
@@ -174,6 +180,7 @@ routes: list[BaseRoute] = [
         "run.html",
         _run_context,
         key=lambda view: view.param("run_id"),
+        follow=_selected_task,
         # A run's events come in bursts (a node ends, the next starts): a
         # quarter second shows each step without a render per event.
         every=0.25,
