@@ -8,6 +8,9 @@ of the machine (warm after `make test`'s own set-up); each test breaks its
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -136,5 +139,48 @@ def test_a_failed_install_leaves_no_stamp_and_the_next_run_finishes(
     resumed = run_setup(copy, "run")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "creating .venv" not in resumed.stdout  # taken up again, not started over
+    assert venv_python(copy, "import yaml").returncode == 0
+    assert_ready(copy)
+
+
+def test_an_interrupted_install_leaves_no_stamp(ready: Path, tmp_path: Path) -> None:
+    """Ctrl+C during an install: a line saying where it stopped, no stamp,
+    and the next run takes it up again."""
+    copy = ready
+    assert uv(copy, "uninstall", "--quiet", "pyyaml").returncode == 0
+    (copy / ".venv" / ".setup-run").unlink()
+    # An index that takes the connection and never answers: the install waits
+    # there, so the interrupt lands in the middle of it.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        silent.settimeout(60)
+        index = f"http://127.0.0.1:{silent.getsockname()[1]}/simple"
+        empty = str(tmp_path / "empty-cache")
+        process = subprocess.Popen(
+            [str(copy / "scripts" / "setup"), "run"],
+            cwd=copy,
+            env=setup_env({"UV_DEFAULT_INDEX": index, "UV_CACHE_DIR": empty}),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own group, as a terminal's Ctrl+C reaches it
+        )
+        try:
+            connection, _ = silent.accept()
+            with connection:  # open until the end: a closed one would fail the install first
+                os.killpg(process.pid, signal.SIGINT)
+                out, err = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    assert process.returncode == 130, out + err
+    assert out.splitlines()[-1].startswith("installing the server's dependencies"), out
+    assert "set-up stopped while installing the server's dependencies" in err
+    assert "Installing needs the Python package index" not in err  # nothing to do with it
+    assert not list((copy / ".venv").glob(".setup-*")), "a stamp after an interrupted install"
+
+    resumed = run_setup(copy, "run")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "creating .venv" not in resumed.stdout
     assert venv_python(copy, "import yaml").returncode == 0
     assert_ready(copy)
