@@ -18,7 +18,7 @@ import uuid
 import pytest
 
 from orchestrator.proto import tasks_pb2, workers_pb2
-from tests.e2e.conftest import CALL_TIMEOUT, Client, to_struct
+from tests.e2e.conftest import CALL_TIMEOUT, Client, to_struct, update
 from tests.e2e.stream_helpers import hand_worker
 from tests.e2e.workflow_helpers import MEMBER_PASSWORD, create_member
 from tests.support.server import ADMIN_PASSWORD, ADMIN_USERNAME, ServerProcess
@@ -314,6 +314,51 @@ async def test_the_live_task_page_follows_progress_logs_and_the_end(
             # The last report's message is stale once the task has ended.
             assert "half" not in panel
             assert "&lt;yes&gt;" in live.next_region("task-result", contains="done")
+
+
+async def test_a_task_that_logs_a_lot_keeps_its_attempt_and_timeline(
+    web: WebClient, admin: Client
+) -> None:
+    """700 log lines push neither its start nor its running attempt off the
+    page; the log shows its last 200 lines."""
+    task_type = f"hand-{unique()}"
+    task = await admin.create(task_type, start=True)
+    async with hand_worker(admin, task_type) as worker:
+        given = await worker.assignment()
+        for n in range(700):
+            await worker.send(
+                workers_pb2.WorkerMessage(
+                    log=workers_pb2.TaskLog(
+                        task_id=task.id, fencing_token=given.fencing_token, line=f"line {n:03d}"
+                    )
+                )
+            )
+        with web.live(f"/live/tasks/{task.id}") as live:
+            live.next_region("task-logs", contains="line 699")
+        page = web.get(f"/tasks/{task.id}")
+
+    assert region(page, "task-status").endswith(">RUNNING</span>")
+    attempts = region(page, "task-attempts")
+    assert '<tr data-attempt="1">' in attempts and "outcome-running" in attempts
+    assert worker.worker_id[:12] in attempts
+    assert "Not started yet." not in attempts
+    events = re.findall(r'data-event="([A-Z]+)"', region(page, "task-events"))
+    assert events == ["STARTED", "QUEUED"]
+    logs = region(page, "task-logs")
+    assert re.findall(r"line (\d{3})</li>", logs) == [f"{n:03d}" for n in range(500, 700)]
+    assert "Earlier lines are not shown." in logs
+
+
+async def test_the_timeline_shows_the_newest_200_events(web: WebClient, admin: Client) -> None:
+    task = await admin.create(f"nobody-{unique()}", title="t0")
+    for n in range(1, 202):
+        task.title = f"t{n}"
+        await update(admin, task, "title")
+
+    events = region(web.get(f"/tasks/{task.id}"), "task-events")
+
+    assert events.count('data-event="UPDATED"') == 200
+    assert events.rstrip().endswith('<li class="muted">Earlier events are not shown.</li>')
 
 
 # -- actions ---------------------------------------------------------------------

@@ -20,8 +20,16 @@ from orchestrator.engine.overview import MINUTES, OverviewReader, QueueRow
 from orchestrator.engine.runtime import Engine
 from orchestrator.engine.tasks import TaskFilter
 from orchestrator.errors import InvalidArgument, NotFound
-from orchestrator.model import Definition, NewTask, NodeSpec, TaskEventType, TaskStatus
+from orchestrator.model import (
+    Definition,
+    NewTask,
+    NodeSpec,
+    TaskEvent,
+    TaskEventType,
+    TaskStatus,
+)
 from orchestrator.store import Database
+from orchestrator.store import events as event_store
 from orchestrator.store import users as user_store
 from orchestrator.store.schema import tasks
 from orchestrator.store.types import utcnow
@@ -424,6 +432,57 @@ async def test_history_of_another_users_task_is_not_found(
         await engine.tasks.history(alice, "00000000-0000-0000-0000-000000000000")
     with pytest.raises(InvalidArgument):
         await engine.tasks.history(alice, task_id, limit=0)
+
+
+async def test_history_of_some_types_reads_past_any_number_of_the_others(
+    engine: Engine, database: Database, alice: Identity, bob: Identity
+) -> None:
+    """A task that logged 300 lines between two attempts: its last events of
+    the types asked for, whatever came between them."""
+    task_id = await add(engine, alice)  # its event 1: QUEUED
+    kinds = [
+        TaskEventType.STARTED,
+        *[TaskEventType.LOG, TaskEventType.LOG, TaskEventType.PROGRESS] * 100,
+        TaskEventType.RETRYING,
+        TaskEventType.STARTED,
+        *[TaskEventType.LOG] * 300,
+        TaskEventType.SUCCEEDED,
+    ]
+    now = utcnow()
+    async with database.write() as conn:
+        await event_store.append(
+            conn,
+            [
+                TaskEvent(task_id, sequence, kind, TaskStatus.RUNNING, now, message=f"{sequence}")
+                for sequence, kind in enumerate(kinds, start=2)
+            ],
+        )
+    await move(database, task_id, last_sequence=len(kinds) + 1)
+    timeline = set(TaskEventType) - {TaskEventType.LOG, TaskEventType.PROGRESS}
+
+    events = await engine.tasks.history(alice, task_id, 10, types=timeline)
+    assert [(e.sequence, e.type) for e in events] == [
+        (1, TaskEventType.QUEUED),
+        (2, TaskEventType.STARTED),
+        (303, TaskEventType.RETRYING),
+        (304, TaskEventType.STARTED),
+        (605, TaskEventType.SUCCEEDED),
+    ]
+    assert [e.message for e in events[1:]] == ["2", "303", "304", "605"]
+    newest = await engine.tasks.history(alice, task_id, 2, types=timeline)
+    assert [e.sequence for e in newest] == [304, 605]
+    logs = await engine.tasks.history(alice, task_id, 3, types={TaskEventType.LOG})
+    assert [(e.sequence, e.type) for e in logs] == [(s, TaskEventType.LOG) for s in (602, 603, 604)]
+    progress = await engine.tasks.history(alice, task_id, 500, types=[TaskEventType.PROGRESS])
+    assert [e.sequence for e in progress] == list(range(5, 303, 3))
+    # Without types, every type: the log lines push the rest out.
+    assert [e.sequence for e in await engine.tasks.history(alice, task_id, 3)] == [603, 604, 605]
+
+    with pytest.raises(NotFound):
+        await engine.tasks.history(bob, task_id, 10, types=timeline)
+    with pytest.raises(InvalidArgument) as refused:
+        await engine.tasks.history(alice, task_id, 10, types=())
+    assert [v.field for v in refused.value.violations] == ["types"]
 
 
 # -- runs ------------------------------------------------------------------------

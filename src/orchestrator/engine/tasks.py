@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -154,14 +154,23 @@ class TaskEngine:
             raise NotFound(f"task {task_id} not found")
         return task
 
-    async def history(self, caller: Identity, task_id: str, limit: int = 500) -> list[TaskEvent]:
-        """The task's last `limit` events, in sequence order: its timeline,
-        log lines and attempts as a task page shows them."""
+    async def history(
+        self,
+        caller: Identity,
+        task_id: str,
+        limit: int = 500,
+        types: Collection[TaskEventType] | None = None,
+    ) -> list[TaskEvent]:
+        """The task's last `limit` events, in sequence order; of `types` only
+        when given (None: every type), so its few timeline events are not
+        pushed out of the read by thousands of log lines."""
         if limit < 1:
             raise InvalidArgument.field("limit", "must be positive")
+        if types is not None and not types:
+            raise InvalidArgument.field("types", "must name at least one event type")
         await self.get(caller, task_id)
         async with self._db.read() as conn:
-            return await event_store.latest(conn, task_id, limit)
+            return await event_store.latest(conn, task_id, limit, types)
 
     async def list(
         self, caller: Identity, where: TaskFilter, page_size: int, page_token: str

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
@@ -62,15 +62,23 @@ async def after(
     return [_event(row) for row in await conn.execute(query)]
 
 
-async def latest(conn: AsyncConnection, task_id: str, limit: int) -> list[TaskEvent]:
-    """The task's last `limit` events, oldest first: the key read backwards
-    from its end, however long the log."""
+async def latest(
+    conn: AsyncConnection,
+    task_id: str,
+    limit: int,
+    types: Collection[TaskEventType] | None = None,
+) -> list[TaskEvent]:
+    """The task's last `limit` events (of `types` only, when given), oldest
+    first: the key read backwards from its end, however long the log. A type
+    filter skips the other types on the way, within this one task's events."""
     query = (
         select(task_events)
         .where(task_events.c.task_id == task_id)
         .order_by(task_events.c.sequence.desc())
         .limit(limit)
     )
+    if types is not None:
+        query = query.where(task_events.c.type.in_([t.value for t in types]))
     return [_event(row) for row in reversed((await conn.execute(query)).all())]
 
 

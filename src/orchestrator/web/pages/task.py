@@ -15,11 +15,13 @@ from orchestrator.model import Task, TaskEvent, TaskEventType, TaskStatus
 from orchestrator.web.routing import LivePage, action
 from orchestrator.web.view import View
 
-# The events read per render: a task that logs a lot shows its latest.
-HISTORY = 500
+# Each render reads the newest of these, the log lines apart from the rest:
+# a task that logs thousands of lines keeps its timeline and attempts.
+TIMELINE_EVENTS = 200
 LOG_LINES = 200
 # What the timeline leaves to the progress bar and the log.
-NOT_IN_TIMELINE = frozenset({TaskEventType.LOG, TaskEventType.PROGRESS})
+TIMELINE = frozenset(TaskEventType) - {TaskEventType.LOG, TaskEventType.PROGRESS}
+LOG = frozenset({TaskEventType.LOG})
 # The events that end an attempt, with how it ended.
 ATTEMPT_ENDS = {
     TaskEventType.SUCCEEDED: "succeeded",
@@ -74,10 +76,12 @@ def elapsed(task: Task) -> float | None:
 
 
 async def _context(view: View) -> dict[str, Any]:
-    task_id = view.param("id")
-    task = await view.engine.tasks.get(view.caller, task_id)
-    history = await view.engine.tasks.history(view.caller, task_id, HISTORY)
-    logs = [event for event in history if event.type is TaskEventType.LOG]
+    task_id, tasks = view.param("id"), view.engine.tasks
+    task = await tasks.get(view.caller, task_id)
+    # One more than shown, to tell whether earlier ones were left out.
+    events = await tasks.history(view.caller, task_id, TIMELINE_EVENTS + 1, TIMELINE)
+    logs = await tasks.history(view.caller, task_id, LOG_LINES + 1, LOG)
+    timeline = events[-TIMELINE_EVENTS:]
     return {
         "task": task,
         "finished": task.status.terminal,
@@ -87,8 +91,9 @@ async def _context(view: View) -> dict[str, Any]:
         "duration": elapsed(task),
         "logs": logs[-LOG_LINES:],
         "logs_cut": len(logs) > LOG_LINES,
-        "timeline": [event for event in history if event.type not in NOT_IN_TIMELINE][::-1],
-        "attempts": attempts(history),
+        "timeline": timeline[::-1],
+        "timeline_cut": len(events) > TIMELINE_EVENTS,
+        "attempts": attempts(timeline),
     }
 
 
