@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
+from dataclasses import dataclass
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from orchestrator import web
 from orchestrator.metrics import Metrics
+from orchestrator.web.limits import BodyLimit
 from orchestrator.web.security import SecurityHeaders
 
 log = logging.getLogger("orchestrator.http")
@@ -54,29 +57,39 @@ def bind(host: str, port: int, variable: str) -> socket.socket:
     return sock
 
 
-def app(metrics: Metrics, dashboard: web.Dashboard) -> Starlette:
+def app(metrics: Metrics, dashboard: web.Dashboard) -> ASGIApp:
     async def scrape(request: Request) -> Response:
         body, content_type = await metrics.render(request.headers.get("accept"))
         return Response(body, headers={"Content-Type": content_type})
 
     application = Starlette(
         routes=[Route("/metrics", scrape, methods=["GET"]), *web.routes()],
-        middleware=[Middleware(SecurityHeaders)],
-        exception_handlers={HTTPException: web.http_error},
+        exception_handlers={HTTPException: web.http_error, Exception: web.server_error},
     )
     application.state.dashboard = dashboard
-    return application
+    # Outside Starlette's own error handling, so an answer to a bug carries
+    # the headers too.
+    return SecurityHeaders(BodyLimit(application))
+
+
+@dataclass(frozen=True)
+class Tls:
+    """The gRPC port's certificate, so the dashboard's cookies are Secure;
+    with a client CA, browsers and scrapers must show a certificate too."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
 
 
 class HttpListener:
-    def __init__(self, sock: socket.socket, tls: tuple[str, str] | None = None) -> None:
+    def __init__(self, sock: socket.socket, tls: Tls | None = None) -> None:
         self._socket = sock
-        # (certificate file, key file): the gRPC port's, so cookies are Secure.
         self._tls = tls
         self.port: int = sock.getsockname()[1]
         self._server: uvicorn.Server | None = None
 
-    async def start(self, application: Starlette) -> None:
+    async def start(self, application: ASGIApp) -> None:
         config = uvicorn.Config(
             application,
             lifespan="off",
@@ -85,9 +98,13 @@ class HttpListener:
             server_header=False,
             date_header=False,
             timeout_graceful_shutdown=SHUTDOWN_SECONDS,
-            ssl_certfile=self._tls[0] if self._tls else None,
-            ssl_keyfile=self._tls[1] if self._tls else None,
         )
+        if self._tls is not None:
+            config.ssl_certfile = self._tls.cert_file
+            config.ssl_keyfile = self._tls.key_file
+            if self._tls.client_ca_file is not None:
+                config.ssl_ca_certs = self._tls.client_ca_file
+                config.ssl_cert_reqs = ssl.CERT_REQUIRED
         config.load()
         server = uvicorn.Server(config)
         # What `serve()` would set before its start-up step (off: no lifespan events).

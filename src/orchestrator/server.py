@@ -28,7 +28,7 @@ from orchestrator.engine.runtime import Engine
 from orchestrator.engine.status import StatusReader
 from orchestrator.engine.throttle import LoginThrottle
 from orchestrator.engine.waiting import WaitReasons
-from orchestrator.http import HttpListener, bind
+from orchestrator.http import HttpListener, Tls, bind
 from orchestrator.http import app as http_app
 from orchestrator.metrics import Metrics
 from orchestrator.proto import (
@@ -144,7 +144,11 @@ class Server:
         if settings.http_port is not None:
             # Bound before anything else, so a taken port stops us here.
             tls = (
-                (str(settings.tls_cert_file), str(settings.tls_key_file))
+                Tls(
+                    str(settings.tls_cert_file),
+                    str(settings.tls_key_file),
+                    str(settings.tls_client_ca_file) if settings.tls_client_ca_file else None,
+                )
                 if settings.tls_cert_file and settings.tls_key_file
                 else None
             )
@@ -251,6 +255,7 @@ class Server:
             dashboard = web.Dashboard(
                 engine=engine,
                 accounts=accounts,
+                credentials=watch,
                 status=status,
                 waiting=waiting,
                 overview=OverviewReader(database),

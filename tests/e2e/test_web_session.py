@@ -3,11 +3,16 @@ cookie that ends with the session, CSRF on every form, security headers."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from orchestrator.proto import auth_pb2
+from orchestrator.web.limits import MAX_BODY_BYTES
+from orchestrator.web.live import MAX_STREAMS_PER_SESSION
 from tests.e2e.conftest import Client, WorkerFactory
 from tests.support.server import ADMIN_PASSWORD, ADMIN_USERNAME, ServerProcess
 from tests.support.web import WebClient, dashboard_url
@@ -152,6 +157,65 @@ async def test_a_live_page_follows_changes_and_ends_when_signed_out(
         await start_worker("--demo", "--name", "watched-worker")
         assert "watched-worker" in live.next_region("workers", timeout=10)
         assert web.post("/logout", {}).status == 303
-        # The next change finds the session ended: the page is told to sign in again.
-        await start_worker("--demo", "--name", "second-worker")
+        # Nothing else changes: the session's end alone ends the stream.
         assert live.next_event(timeout=10).name == "gone"
+
+
+async def test_a_disabled_users_open_live_page_ends_at_once(web: WebClient, admin: Client) -> None:
+    user = await admin.auth.CreateUser(
+        auth_pb2.CreateUserRequest(username="quiet", password="quiet-password-1", role="member"),
+        metadata=admin.metadata,
+    )
+    web.sign_in("quiet", "quiet-password-1")
+    with web.live("/live/workers") as live:
+        live.next_region("workers", timeout=10)
+        await admin.auth.DisableUser(
+            auth_pb2.DisableUserRequest(id=user.id), metadata=admin.metadata
+        )
+        assert live.next_event(timeout=10).name == "gone"
+
+
+def test_a_live_page_without_a_session_is_told_to_sign_in(web: WebClient) -> None:
+    """An event stream, not a redirect: a browser's EventSource would give
+    up on a redirect to a page and leave the page stale."""
+    with web.live("/live/workers") as live:
+        assert live.next_event(timeout=10).name == "gone"
+
+
+def test_a_session_holds_a_bounded_number_of_live_pages(web: WebClient) -> None:
+    web.sign_in(ADMIN_USERNAME, ADMIN_PASSWORD)
+    with contextlib.ExitStack() as streams:
+        for _ in range(MAX_STREAMS_PER_SESSION):
+            streams.enter_context(web.live("/live/workers")).next_region("workers")
+        assert web.get("/live/workers").status == 429
+    # Closed streams free their places, once the server has seen them go.
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with web.live("/live/workers") as live:
+                live.next_region("workers")
+                return
+        except AssertionError:
+            assert time.monotonic() < deadline, "the closed streams still count"
+            time.sleep(0.1)
+
+
+def test_oversized_and_unsized_posts_are_refused_before_they_are_read(web: WebClient) -> None:
+    web.get("/login")
+    too_big = web.request(
+        "POST",
+        "/login",
+        "username=" + "x" * (MAX_BODY_BYTES + 1),
+        {"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert too_big.status == 413
+    connection = http.client.HTTPConnection(*web.base.removeprefix("http://").split(":"))
+    try:
+        connection.putrequest("POST", "/login")
+        connection.putheader("Transfer-Encoding", "chunked")
+        connection.putheader("Content-Type", "application/x-www-form-urlencoded")
+        connection.endheaders()
+        connection.send(b"5\r\nx=abc\r\n0\r\n\r\n")
+        assert connection.getresponse().status == 411
+    finally:
+        connection.close()

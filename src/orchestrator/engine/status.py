@@ -8,7 +8,7 @@ Read on demand by an admin; nothing on the dispatch path pays for it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from orchestrator import __version__
@@ -39,6 +39,9 @@ class ConnectedWorker:
     serves_everyone: bool = False
     # The tasks in its hands now.
     task_ids: tuple[str, ...] = ()
+    # Shown to a member who does not own it: how busy it is tells of other
+    # users' work, so in_use and task_ids are left empty.
+    use_hidden: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,11 +100,16 @@ class StatusReader:
 
     def workers_for(self, caller: Identity) -> list[ConnectedWorker]:
         """The workers that may run the caller's tasks: all for an admin;
-        for a member its own and those of admins (they run anyone's)."""
+        for a member its own and those of admins (they run anyone's), the
+        latter without what they are doing."""
+        if caller.is_admin:
+            return self._workers()
         return [
             worker
+            if worker.owner_id == caller.user_id
+            else replace(worker, in_use=0, task_ids=(), use_hidden=True)
             for worker in self._workers()
-            if caller.is_admin or worker.serves_everyone or worker.owner_id == caller.user_id
+            if worker.serves_everyone or worker.owner_id == caller.user_id
         ]
 
     def _workers(self) -> list[ConnectedWorker]:

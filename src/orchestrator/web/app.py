@@ -30,7 +30,19 @@ def routes() -> list[BaseRoute]:
 
 
 async def http_error(request: Request, error: Exception) -> Response:
-    assert isinstance(error, HTTPException)
-    if error.status_code == 404:
+    status = error.status_code if isinstance(error, HTTPException) else 500
+    if status == 404:
         return error_page(request, 404, "Not found", "There is no page at this address.")
-    return error_page(request, error.status_code, "Cannot do that", str(error.detail))
+    detail = error.detail if isinstance(error, HTTPException) else ""
+    return error_page(request, status, "Cannot do that", str(detail))
+
+
+async def server_error(request: Request, error: Exception) -> Response:
+    """A bug: the traceback goes to the log (Starlette raises it on), the
+    browser gets a page that shows nothing of it."""
+    return error_page(
+        request,
+        500,
+        "Something went wrong",
+        "The server could not show this page; its log says why. Try again, or go back.",
+    )

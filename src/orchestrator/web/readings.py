@@ -19,8 +19,6 @@ from typing import Any
 from orchestrator.auth.identity import Identity
 
 Values = dict[str, Any]
-# Streams of many pages and callers: old entries are dropped past this many.
-_MOST = 1000
 
 
 def scope(caller: Identity) -> str:
@@ -40,9 +38,19 @@ class SharedReads:
         now = time.monotonic()
         found = self._reads.get(key)
         if found is None or now - found[0] >= self._freshness or found[2].cancelled():
-            if len(self._reads) >= _MOST:
-                self._reads = {k: v for k, v in self._reads.items() if now - v[0] < self._freshness}
             found = (now, version, asyncio.ensure_future(fresh()))
             self._reads[key] = found
+            entry = found
+            # Kept no longer than it may be shared: a read can hold a task's
+            # whole input and output, and addresses are the caller's to vary.
+            found[2].add_done_callback(
+                lambda _: asyncio.get_running_loop().call_later(
+                    self._freshness, self._drop, key, entry
+                )
+            )
         # One stream leaving does not cancel the read others wait on.
         return await asyncio.shield(found[2]), found[1]
+
+    def _drop(self, key: tuple[str, str], entry: tuple[float, int, asyncio.Future[Values]]) -> None:
+        if self._reads.get(key) is entry:
+            del self._reads[key]

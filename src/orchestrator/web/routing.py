@@ -12,36 +12,21 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from orchestrator.auth.identity import Identity
 from orchestrator.errors import (
     InvalidArgument,
     NotFound,
     OrchestratorError,
     PermissionDenied,
-    Unauthenticated,
 )
+from orchestrator.web import live
+from orchestrator.web.caller import dashboard_of, signed_in
+from orchestrator.web.limits import read_form
 from orchestrator.web.readings import SharedReads
 from orchestrator.web.session import CSRF_FIELD, SESSION_COOKIE
-from orchestrator.web.view import Dashboard, View, base_context, render
+from orchestrator.web.view import View, base_context, render
 
 Handler = Callable[[View], Awaitable[Response]]
 Context = Callable[[View], Awaitable[dict[str, Any]]]
-
-
-def dashboard_of(request: Request) -> Dashboard:
-    dashboard: Dashboard = request.app.state.dashboard
-    return dashboard
-
-
-async def signed_in(request: Request) -> Identity | None:
-    dashboard = dashboard_of(request)
-    session = dashboard.cookies.read(request.cookies.get(SESSION_COOKIE))
-    if session is None:
-        return None
-    try:
-        return await dashboard.accounts.session_identity(session.user_id, session.session_id)
-    except Unauthenticated:
-        return None
 
 
 def to_sign_in(request: Request) -> Response:
@@ -97,7 +82,7 @@ def action(
         if caller is None:
             return to_sign_in(request)
         view = View(request, caller, dashboard_of(request))
-        form = await request.form()
+        form = await read_form(request)
         token = form.get(CSRF_FIELD)
         if not dashboard_of(request).cookies.csrf_valid(
             caller.session_id or "", token if isinstance(token, str) else None
@@ -146,8 +131,6 @@ class LivePage:
         object.__setattr__(self, "shared", SharedReads(self.every))
 
     def routes(self) -> list[Route]:
-        from orchestrator.web import live
-
         async def show(view: View) -> Response:
             values = await self.context(view)
             url = "/live" + view.request.url.path
@@ -155,10 +138,10 @@ class LivePage:
                 url += "?" + view.request.url.query
             return view.render(self.template, live_url=url, **values)
 
-        async def stream(view: View) -> Response:
-            return await live.stream(view, self)
+        async def stream(request: Request) -> Response:
+            return await live.endpoint(request, self)
 
         return [
             Route(self.path, page(show), methods=["GET"]),
-            Route("/live" + self.path, page(stream), methods=["GET"]),
+            Route("/live" + self.path, stream, methods=["GET"]),
         ]

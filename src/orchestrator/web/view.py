@@ -14,10 +14,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from orchestrator.auth.identity import Identity
+from orchestrator.web.limits import read_form
 from orchestrator.web.session import CSRF_FIELD, SessionCookies
 
 if TYPE_CHECKING:
     from orchestrator.engine.accounts import Accounts
+    from orchestrator.engine.credentials import CredentialWatch
     from orchestrator.engine.overview import OverviewReader
     from orchestrator.engine.runtime import Engine
     from orchestrator.engine.status import StatusReader
@@ -32,6 +34,7 @@ class Dashboard:
 
     engine: Engine
     accounts: Accounts
+    credentials: CredentialWatch
     status: StatusReader
     waiting: WaitReasons
     overview: OverviewReader
@@ -62,7 +65,7 @@ class View:
         return self.request.query_params.get(name, default).strip()
 
     async def form(self) -> FormData:
-        return await self.request.form()
+        return await read_form(self.request)
 
     def context(self, **values: Any) -> dict[str, Any]:
         """What every template sees, then the page's own values."""

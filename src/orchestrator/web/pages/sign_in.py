@@ -8,7 +8,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from orchestrator.errors import ResourceExhausted, Unauthenticated
-from orchestrator.web.routing import action, dashboard_of, signed_in
+from orchestrator.web.caller import dashboard_of, signed_in
+from orchestrator.web.limits import read_form
+from orchestrator.web.routing import action
 from orchestrator.web.session import (
     CSRF_FIELD,
     SESSION_COOKIE,
@@ -60,7 +62,7 @@ async def show(request: Request) -> Response:
 
 
 async def sign_in(request: Request) -> Response:
-    form = await request.form()
+    form = await read_form(request)
     expected = request.cookies.get(SIGN_IN_COOKIE)
     given = form.get(CSRF_FIELD)
     username = str(form.get("username") or "")

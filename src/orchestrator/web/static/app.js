@@ -50,6 +50,10 @@
       const here = location.pathname + location.search;
       location.assign("/login?next=" + encodeURIComponent(here));
     });
+    source.addEventListener("broken", function () {
+      source.close();
+      if (state) state.textContent = "Live updates stopped: reload the page.";
+    });
     source.addEventListener("missing", function () {
       source.close();
       location.reload();
