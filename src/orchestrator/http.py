@@ -31,7 +31,8 @@ from orchestrator.web.security import SecurityHeaders
 
 log = logging.getLogger("orchestrator.http")
 
-# Scrapes that are still being answered at shutdown get this long.
+# Requests still being answered at shutdown (a scrape, a page) get this
+# long; live pages end their streams before.
 SHUTDOWN_SECONDS = 2
 
 

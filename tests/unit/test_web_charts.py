@@ -13,9 +13,9 @@ from orchestrator.web.charts import (
     GANTT_PLOT_WIDTH,
     GanttRow,
     bar_chart,
-    duration,
     gantt,
 )
+from orchestrator.web.templating import duration
 
 SVG = "{http://www.w3.org/2000/svg}"
 EVIL = "<script>alert(1)</script>"
@@ -199,7 +199,8 @@ def test_naive_times_are_utc() -> None:
 
 
 DURATIONS = [
-    (0.04, "0.0 s"),
+    (0.04, "40 ms"),
+    (1.0, "1.0 s"),
     (4.25, "4.2 s"),
     (9.96, "10 s"),
     (37.4, "37 s"),

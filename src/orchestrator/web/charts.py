@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from markupsafe import Markup
 
 from orchestrator.web.graph import clip, printable, state_class, svg_open
+from orchestrator.web.templating import duration
 
 MINUTES = 60
 BAR_PITCH = 8
@@ -209,19 +210,6 @@ def _time_axis(first: datetime, seconds: float, height: int) -> list[Markup]:
         tick += step
     parts.append(_text("axis-unit", 4, GANTT_AXIS - 8, "UTC"))
     return parts
-
-
-def duration(seconds: float) -> str:
-    """A duration as people read it: 4.2 s, 37 s, 3 min 5 s, 2 min, 2 h 10 min."""
-    if seconds < 9.95:
-        return f"{seconds:.1f} s"
-    hours, rest = divmod(round(seconds), 3600)
-    minutes, whole = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    if minutes:
-        return f"{minutes} min {whole} s" if whole else f"{minutes} min"
-    return f"{whole} s"
 
 
 def _text(css_class: str, x: float, y: float, text: str, anchor: str = "start") -> Markup:

@@ -22,7 +22,6 @@ def environment() -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
-        enable_async=False,
     )
     env.filters["when"] = when
     env.filters["pretty_json"] = pretty_json
@@ -57,17 +56,21 @@ def relative(moment: datetime, now: datetime) -> str:
 
 
 def duration(seconds: float | None) -> str:
+    """A duration as people read it: 26 ms, 4.2 s, 37 s, 3 min 5 s, 2 min,
+    2 h 10 min; "—" for none."""
     if seconds is None:
         return "—"
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
+    if seconds < 9.95:
         return f"{seconds:.1f} s"
-    minutes, rest = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {rest} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, whole = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if minutes:
+        return f"{minutes} min {whole} s" if whole else f"{minutes} min"
+    return f"{whole} s"
 
 
 def pretty_json(value: Any) -> str:
