@@ -495,6 +495,8 @@ async def test_the_new_task_form_creates_and_starts_a_task(web: WebClient, admin
         ({"type": "echo", "input": '{"a": '}, "input</code>: is not JSON: Expecting value"),
         ({"type": "echo", "input": "[1, 2]"}, "input</code>: must be a JSON object"),
         ({"type": "9 lives", "input": "{}"}, "type</code>: must start with a letter"),
+        # Past what the decoder can follow: a problem with the field, not a server error.
+        ({"type": "echo", "input": "[" * 3000}, "input</code>: nested deeper than 32 levels"),
     ],
 )
 async def test_the_new_task_form_shows_each_problem_by_field_and_keeps_the_values(
@@ -509,3 +511,21 @@ async def test_the_new_task_form_shows_each_problem_by_field_and_keeps_the_value
     assert f'value="&lt;kept&gt; {word}"' in page.text
     assert 'aria-invalid="true"' in page.text
     assert rows(web.get(f"/tasks?q={word}")) == {}
+
+
+async def test_a_refused_new_task_shows_the_same_filtered_list_again(
+    web: WebClient, admin: Client
+) -> None:
+    word = unique()
+    task = await admin.create("echo", title=f"listed {word}")
+    query = f"status=PENDING&amp;q={word}"
+    # The form is sent to the list's address, query and all.
+    assert f'action="/tasks?{query}"' in web.get(f"/tasks?status=pending&q={word}").text
+
+    page = web.post(f"/tasks?status=PENDING&q={word}", {"type": "echo", "input": "[1]"})
+
+    assert page.status == 400
+    assert dict(ROW.findall(page.text)) == {task.id: "PENDING"}
+    assert f'data-live="/live/tasks?{query}"' in page.text
+    assert f'action="/tasks?{query}"' in page.text
+    assert '<option value="PENDING" selected>' in page.text

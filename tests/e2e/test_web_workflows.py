@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import html
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import pytest
 from markupsafe import escape
 
+from orchestrator.web.pages.workflows import MAX_PASTED
 from tests.e2e.conftest import Client, connect
 from tests.e2e.workflow_helpers import MEMBER_PASSWORD, Flows, create_member, edge, node
 from tests.support.server import ADMIN_PASSWORD, ADMIN_USERNAME, ServerProcess
@@ -25,6 +29,11 @@ from tests.support.web import Page, WebClient, dashboard_url, flash, region
 
 pytestmark = [pytest.mark.any_database, pytest.mark.server_env(ORCHESTRATOR_HTTP_PORT="0")]
 
+# A static file asked for while the longest paste is checked: checked in the
+# event loop, it waits for all of the check (1 to 3 s here); checked in a
+# thread, the loop shares the interpreter with it and still answers in a
+# fifth of a second here.
+STATIC_DEADLINE = 1.0
 GRAPH_NODE = re.compile(r'<g class="node [^"]*" data-node-id="([^"]*)" data-state="([A-Z]*)">')
 
 
@@ -145,7 +154,7 @@ async def test_the_definition_page_draws_the_graph_and_lists_nodes_edges_and_ver
     assert str(escape(condition)) in region(page, "workflow-edges")
     nodes = region(page, "workflow-nodes")
     assert "&lt;script&gt;alert(2)&lt;/script&gt;" in nodes
-    assert "5 attempts at most" in nodes and "30.0 s per attempt" in nodes
+    assert "5 attempts at most" in nodes and "30 s per attempt" in nodes
     assert "2 at once per" in nodes and "input.team" in nodes
     assert "{&#39;loud&#39;: nodes.start.output.html}" in nodes
     versions = region(page, "workflow-versions")
@@ -156,8 +165,11 @@ async def test_the_definition_page_draws_the_graph_and_lists_nodes_edges_and_ver
     older = web.get(f"/workflows/{first.id}?version=1")
     assert graph_states(region(older, "workflow-graph")) == {"only": ""}
     assert "an older version" in older.text
-    for missing in ("99", "0", "-1", "two"):
-        gone = web.get(f"/workflows/{first.id}?version={missing}")
+    # The largest version the store can hold, past it (PostgreSQL refuses to
+    # be asked), in other digits than ASCII, too long to be a number: the same.
+    past = ("2147483647", "2147483648", "99999999999", "²", "9" * 5000)
+    for missing in ("99", "0", "-1", "two", *past):
+        gone = web.get(f"/workflows/{first.id}?version={quote(missing)}")
         assert gone.status == 404, missing
         assert "<h1>Not found</h1>" in gone.text
 
@@ -216,8 +228,10 @@ async def test_bad_input_is_shown_at_the_field_and_starts_nothing(
     url = f"/workflows/{workflow.id}/run"
 
     for text, problem in (
-        ('{"name": <b>', "not valid JSON: Expecting value: line 1 column 10"),
-        ("[1, 2]", "must be a JSON object ({...}), not list"),
+        ('{"name": <b>', "input: is not JSON: Expecting value at line 1, column 10"),
+        ("[1, 2]", 'input: must be a JSON object, such as {"n": 1}, not an array'),
+        # Past what the decoder can follow: a problem with the field, not a server error.
+        ("[" * 3000, "input: nested deeper than 32 levels"),
         # JSON says nothing of NaN; the engine refuses it, by field.
         ('{"n": NaN}', "input: holds NaN or Infinity, which JSON cannot"),
     ):
@@ -330,12 +344,15 @@ async def test_a_valid_definition_is_said_valid_with_its_order_and_graph(web: We
 
 async def test_text_that_is_not_a_definition_is_explained(web: WebClient) -> None:
     cases = {
-        "nodes: [": "text: not valid YAML or JSON (line 1, column 9)",
+        "nodes: [1,, 2]": "text: not valid YAML or JSON (line 1, column 11)",
         "": "text: is empty: paste a workflow in YAML or JSON",
         # An alias could stand for a value too large to walk.
         "a: &x [1]\nnodes: [*x]": "text: not valid YAML or JSON (line 2, column 9): aliases",
         "nodes: [{id: a, type: echo, colour: red}]": "definition.nodes[0].colour: unknown field",
         "name: n\ndefinition: {nodes: [{id: a, type: echo, input: {at: 2024-01-02}}]}": "text: ",
+        # Deeper than libyaml follows, then deeper than Python's recursion limit.
+        "[" * 3000: "text: not valid YAML or JSON (line 1, column 1001): exceeded maximum nesting",
+        "[" * 999 + "]" * 999: "text: nested too deeply to read",
     }
     for text, expected in cases.items():
         web.get("/workflows/validate")
@@ -343,3 +360,83 @@ async def test_text_that_is_not_a_definition_is_explained(web: WebClient) -> Non
         assert page.status == 200, text
         shown = [f"{field}: {description}" for field, description in problems(page).items()]
         assert any(line.startswith(expected) for line in shown), (text, shown)
+
+
+# -- long pastes -----------------------------------------------------------------
+
+
+def flow_definition(nodes: int, edges: int) -> str:
+    """A bare definition, written compactly: nodes n0, n1, ... and edges from
+    each node to the next few (so no cycle)."""
+    pairs = [(i, i + step) for i in range(nodes) for step in range(1, 7) if i + step < nodes]
+    assert len(pairs) >= edges
+    return "\n".join(
+        [
+            "nodes:",
+            *(f"- {{id: n{i}, type: echo}}" for i in range(nodes)),
+            "edges:",
+            *(f"- {{source: n{a}, target: n{b}}}" for a, b in pairs[:edges]),
+        ]
+    )
+
+
+async def test_a_paste_longer_than_the_limit_is_refused_unread(web: WebClient) -> None:
+    form = web.get("/workflows/validate")
+    limit = f"At most {MAX_PASTED // 1024} KiB: room for the server's limits of 1000 nodes"
+    assert limit in form.text
+
+    page = web.post("/workflows/validate", {"definition": "nodes: []\n" + "#" * MAX_PASTED})
+
+    assert page.status == 200
+    assert problems(page) == {
+        "text": f"longer than {MAX_PASTED // 1024} KiB ({MAX_PASTED // 1024 + 1} KiB given)"
+    }
+    assert 'id="validate-graph"' not in page.text
+
+
+async def test_a_definition_past_the_engines_size_limits_is_refused_without_drawing(
+    web: WebClient,
+) -> None:
+    text = flow_definition(1001, 5001)
+    assert len(text) <= MAX_PASTED
+    web.get("/workflows/validate")
+
+    page = web.post("/workflows/validate", {"definition": text})
+
+    assert page.status == 200
+    assert problems(page) == {
+        "definition.nodes": "at most 1000 nodes, not 1001",
+        "definition.edges": "at most 5000 edges, not 5001",
+    }
+    assert 'id="validate-graph"' not in page.text
+
+
+async def test_the_server_answers_while_a_long_paste_is_checked(
+    web: WebClient, orchestrator: ServerProcess
+) -> None:
+    """The largest definition the engine takes, pasted: a second or more of
+    parsing, validating and drawing, none of it on the event loop, so static
+    files asked for meanwhile come back, and soon. (Checked in the loop, none
+    comes back before the check is done.)"""
+    text = flow_definition(1000, 5000)
+    assert MAX_PASTED * 0.8 < len(text) <= MAX_PASTED
+    other = WebClient(dashboard_url(orchestrator))
+    web.get("/workflows/validate")
+
+    slowest = 0.0
+    answered_meanwhile = 0
+    with ThreadPoolExecutor(1) as pool:
+        checking = pool.submit(web.post, "/workflows/validate", {"definition": text})
+        deadline = time.monotonic() + 60
+        while not checking.done():
+            assert time.monotonic() < deadline, "the paste was not checked in a minute"
+            asked = time.monotonic()
+            assert other.get("/static/app.css").status == 200
+            slowest = max(slowest, time.monotonic() - asked)
+            answered_meanwhile += not checking.done()
+        page = checking.result()
+
+    assert "Its nodes run in the order: <code>n0</code> → " in region(page, "validate-valid")
+    assert len(graph_states(region(page, "validate-graph"))) == 1000
+    assert answered_meanwhile >= 3, answered_meanwhile
+    assert slowest < STATIC_DEADLINE, slowest

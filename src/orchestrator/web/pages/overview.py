@@ -10,10 +10,10 @@ from typing import Any
 
 from orchestrator.engine.overview import QueueRow
 from orchestrator.engine.status import ConnectedWorker
-from orchestrator.errors import NotFound
 from orchestrator.model import TaskStatus, WorkflowRun
 from orchestrator.store.types import utcnow
 from orchestrator.web.charts import bar_chart
+from orchestrator.web.pages.runs import workflow_names
 from orchestrator.web.routing import LivePage
 from orchestrator.web.view import View
 from orchestrator.worker.demo import DEMO_TASK_TYPES
@@ -77,13 +77,7 @@ def _queue(row: QueueRow, workers: list[ConnectedWorker], now: datetime) -> Queu
 
 
 async def _named(view: View, runs: list[WorkflowRun]) -> list[RecentRun]:
-    # A handful of runs share fewer workflows: one read per workflow, not per run.
-    names: dict[str, str | None] = {}
-    for workflow_id in {run.workflow_id for run in runs}:
-        try:
-            names[workflow_id] = (await view.engine.workflows.get(view.caller, workflow_id)).name
-        except NotFound:
-            names[workflow_id] = None
+    names = await workflow_names(view, {run.workflow_id for run in runs})
     return [RecentRun(run, names[run.workflow_id]) for run in runs]
 
 

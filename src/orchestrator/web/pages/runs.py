@@ -4,6 +4,7 @@ behind a clicked node; all live."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -66,9 +67,9 @@ async def _runs_context(view: View) -> dict[str, Any]:
     if workflow is not None and all(w.id != workflow.id for w in choices):
         choices.append(workflow)
     names = {w.id: w.name for w in choices}
-    for run in runs:
-        if run.workflow_id not in names:
-            names[run.workflow_id] = await _name(view, run.workflow_id)
+    # Workflows older than the choices are looked up; a deleted one shows as its id.
+    found = await workflow_names(view, {run.workflow_id for run in runs} - names.keys())
+    names |= {workflow_id: name or workflow_id for workflow_id, name in found.items()}
     return {
         "runs": runs,
         "names": names,
@@ -81,11 +82,16 @@ async def _runs_context(view: View) -> dict[str, Any]:
     }
 
 
-async def _name(view: View, workflow_id: str) -> str:
-    try:
-        return (await view.engine.workflows.get(view.caller, workflow_id)).name
-    except NotFound:
-        return workflow_id
+async def workflow_names(view: View, workflow_ids: Iterable[str]) -> dict[str, str | None]:
+    """Each workflow's name, None for one deleted since its runs; one read per
+    workflow, however many runs name it."""
+    names: dict[str, str | None] = {}
+    for workflow_id in set(workflow_ids):
+        try:
+            names[workflow_id] = (await view.engine.workflows.get(view.caller, workflow_id)).name
+        except NotFound:
+            names[workflow_id] = None
+    return names
 
 
 # -- one run ---------------------------------------------------------------------

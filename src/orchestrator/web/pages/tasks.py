@@ -3,7 +3,6 @@ one. A task's own page is in task.py."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -15,6 +14,7 @@ from orchestrator.engine.task_requests import label_filter
 from orchestrator.engine.tasks import TaskFilter
 from orchestrator.errors import FieldViolation, InvalidArgument
 from orchestrator.model import NewTask, Task, TaskStatus
+from orchestrator.web.forms import json_object
 from orchestrator.web.pages import task
 from orchestrator.web.routing import LivePage, action
 from orchestrator.web.view import View
@@ -126,17 +126,6 @@ async def _list(view: View) -> dict[str, Any]:
     }
 
 
-def _read_input(text: str) -> tuple[dict[str, Any], list[FieldViolation]]:
-    try:
-        value = json.loads(text or "{}")
-    except json.JSONDecodeError as error:
-        where = f"line {error.lineno}, column {error.colno}"
-        return {}, [FieldViolation("input", f"is not JSON: {error.msg} at {where}")]
-    if not isinstance(value, dict):
-        return {}, [FieldViolation("input", 'must be a JSON object, such as {"n": 1}')]
-    return value, []
-
-
 async def _create(view: View) -> Response:
     form = await view.form()
     sent = NewTaskForm(
@@ -145,25 +134,26 @@ async def _create(view: View) -> Response:
         input=str(form.get("input") or ""),
         start=form.get("start") == "on",
     )
-    value, problems = _read_input(sent.input)
-    if not problems:
+    try:
         new = NewTask(
             title=sent.title or sent.type,
             type=sent.type,
-            input=value,
+            input=json_object(sent.input, "input"),
             start=sent.start,
             max_attempts=view.dashboard.default_max_attempts,
         )
-        try:
-            created = await view.engine.tasks.create(view.caller, new)
-        except InvalidArgument as invalid:
-            problems = list(invalid.violations) or [FieldViolation("", invalid.message)]
-        else:
-            done = "queued" if created.status is TaskStatus.QUEUED else "created (not started)"
-            return view.redirect(f"/tasks/{created.id}", ok=f"Task {done}.")
+        created = await view.engine.tasks.create(view.caller, new)
+    except InvalidArgument as invalid:
+        problems = list(invalid.violations) or [FieldViolation("", invalid.message)]
+    else:
+        done = "queued" if created.status is TaskStatus.QUEUED else "created (not started)"
+        return view.redirect(f"/tasks/{created.id}", ok=f"Task {done}.")
+    # The form was sent to the list's own address: shown again, it is the
+    # same list, filters and all, still live.
     values = await _list(view)
     values["new"] = NewTaskForm(sent.type, sent.title, sent.input, sent.start, tuple(problems))
-    return view.render("tasks.html", 400, live_url="/live/tasks", **values)
+    filters: Filters = values["filters"]
+    return view.render("tasks.html", 400, live_url="/live" + filters.url(filters.page), **values)
 
 
 routes = [
