@@ -4,6 +4,7 @@ scoped like the API (a member counts its own tasks only), and live."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable
@@ -109,6 +110,33 @@ async def test_a_members_overview_counts_only_its_own_tasks(
 
     everyone = signed_in(orchestrator, ADMIN_USERNAME, ADMIN_PASSWORD).get("/").text
     assert cards(everyone) == NOTHING | {"": 6, "PENDING": 4, "QUEUED": 2}
+
+
+async def test_a_member_sees_an_admins_worker_but_not_what_it_runs_for_others(
+    orchestrator: ServerProcess, admin: Client, start_worker: WorkerFactory
+) -> None:
+    await start_worker("--demo", "--slots", "3", "--name", "shared-worker")
+    running = await admin.create("sleep", {"seconds": 30}, start=True)
+    try:
+        watched = signed_in(orchestrator, ADMIN_USERNAME, ADMIN_PASSWORD)
+        deadline = time.monotonic() + 30
+        while "1 / 3" not in watched.get("/workers").text:
+            assert time.monotonic() < deadline, "the admin never saw its task in hand"
+            await asyncio.sleep(0.05)
+        await create_member(admin, "curious-member")
+        async with connect(orchestrator, "curious-member", MEMBER_PASSWORD) as member:
+            # Its own, so the overview's queues list the type and who serves it.
+            own = await member.create("sleep", {"seconds": 30}, start=True)
+            seen = signed_in(orchestrator, "curious-member", MEMBER_PASSWORD)
+            workers = seen.get("/workers").text
+            assert "shared-worker" in workers and "3 slots" in workers
+            assert " / 3" not in workers and running.id[:8] not in workers
+            overview = seen.get("/").text
+            assert ">sleep</a></td>" in overview, overview
+            assert "free slot" not in overview and " / 3" not in overview
+            await member.cancel(own.id)
+    finally:
+        await admin.cancel(running.id)
 
 
 def follow(live: LiveStream, wanted: dict[str, Callable[[str], bool]], timeout: float = 30) -> None:

@@ -26,9 +26,10 @@ RECENT_RUNS = 6
 class Queue:
     row: QueueRow
     # Connected workers serving the type, and their free slots: none means
-    # its queued tasks wait for one to connect.
+    # its queued tasks wait for one to connect. No count of free slots when
+    # an admin's worker serves a member: how busy it is is others' business.
     workers: int
-    free_slots: int
+    free_slots: int | None
     demo_type: bool
     # Shown as a time, so the browser keeps "queued 3 min ago" fresh between renders.
     oldest_queued_at: datetime | None
@@ -70,7 +71,9 @@ def _queue(row: QueueRow, workers: list[ConnectedWorker], now: datetime) -> Queu
     return Queue(
         row=row,
         workers=len(serving),
-        free_slots=sum(max(w.slots - w.in_use, 0) for w in serving),
+        free_slots=None
+        if any(w.use_hidden for w in serving)
+        else sum(max(w.slots - w.in_use, 0) for w in serving),
         demo_type=row.type in DEMO_TASK_TYPES,
         oldest_queued_at=None if waited is None else now - timedelta(seconds=waited),
     )

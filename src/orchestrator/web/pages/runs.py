@@ -34,8 +34,6 @@ PAGE_SIZE = 50
 # Workflows offered by the list's filter: the newest; one named in the address is added.
 FILTER_CHOICES = 100
 LOG_LINES = 50
-# The task's latest events searched for its log lines.
-HISTORY = 500
 
 
 # -- the list --------------------------------------------------------------------
@@ -131,11 +129,12 @@ async def _node_detail(
     if node is not None and node.task_id:
         try:
             task = await view.engine.tasks.get(view.caller, node.task_id)
-            events = await view.engine.tasks.history(view.caller, node.task_id, HISTORY)
+            logs = await view.engine.tasks.history(
+                view.caller, node.task_id, LOG_LINES, types={TaskEventType.LOG}
+            )
         except NotFound:
             # Its task was deleted (retention) while the run stays.
-            events = []
-        logs = [e for e in events if e.type is TaskEventType.LOG][-LOG_LINES:]
+            pass
     return NodeDetail(node_id, spec, node, task, logs)
 
 
