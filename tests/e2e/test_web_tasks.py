@@ -22,7 +22,16 @@ from tests.e2e.conftest import CALL_TIMEOUT, Client, to_struct, update
 from tests.e2e.stream_helpers import hand_worker
 from tests.e2e.workflow_helpers import MEMBER_PASSWORD, create_member
 from tests.support.server import ADMIN_PASSWORD, ADMIN_USERNAME, ServerProcess
-from tests.support.web import Event, Page, WebClient, dashboard_url, flash, followed, region
+from tests.support.web import (
+    Event,
+    Page,
+    WebClient,
+    dashboard_url,
+    flash,
+    followed,
+    region,
+    signed_in,
+)
 
 pytestmark = [pytest.mark.any_database, pytest.mark.server_env(ORCHESTRATOR_HTTP_PORT="0")]
 
@@ -39,9 +48,7 @@ def orchestrator(shared_orchestrator: ServerProcess) -> ServerProcess:
 @pytest.fixture
 def web(orchestrator: ServerProcess) -> WebClient:
     """The admin, signed in to the dashboard."""
-    client = WebClient(dashboard_url(orchestrator))
-    client.sign_in(ADMIN_USERNAME, ADMIN_PASSWORD)
-    return client
+    return signed_in(orchestrator, ADMIN_USERNAME, ADMIN_PASSWORD)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from orchestrator.web.pages.workflows import MAX_PASTED
 from tests.e2e.conftest import Client, connect
 from tests.e2e.workflow_helpers import MEMBER_PASSWORD, Flows, create_member, edge, node
 from tests.support.server import ADMIN_PASSWORD, ADMIN_USERNAME, ServerProcess
-from tests.support.web import Page, WebClient, dashboard_url, flash, region
+from tests.support.web import Page, WebClient, dashboard_url, flash, region, signed_in
 
 pytestmark = [pytest.mark.any_database, pytest.mark.server_env(ORCHESTRATOR_HTTP_PORT="0")]
 
@@ -45,9 +45,7 @@ def orchestrator(shared_orchestrator: ServerProcess) -> ServerProcess:
 @pytest.fixture
 def web(orchestrator: ServerProcess) -> WebClient:
     """The admin, signed in to the dashboard."""
-    client = WebClient(dashboard_url(orchestrator))
-    client.sign_in(ADMIN_USERNAME, ADMIN_PASSWORD)
-    return client
+    return signed_in(orchestrator, ADMIN_USERNAME, ADMIN_PASSWORD)
 
 
 @dataclass
