@@ -183,6 +183,8 @@ async def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(
 ) -> None:
     task = await member_client.tasks.create("sleep", {"seconds": 1}, title="left alone")
     await member_page.goto(f"/tasks/{task.id}")
+    # Once the live stream has brought the page up to date, nothing redraws the form.
+    await expect(member_page.locator("body.synced")).to_have_count(1)
     form = member_page.locator(f'form[action="/tasks/{task.id}/cancel"]')
     await form.locator('input[name="csrf_token"]').evaluate("input => input.remove()")
     await expect(form.locator("input")).to_have_count(0)

@@ -186,7 +186,8 @@ class LiveStream:
         self._reply = reply
 
     def next_event(self, timeout: float = TIMEOUT) -> Event:
-        """The next event (comments skipped); fails after `timeout` seconds."""
+        """The next event (comments and `synced`, which only tells the page
+        it is current, skipped); fails after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         name, data = "message", []
         while True:
@@ -200,6 +201,8 @@ class LiveStream:
                 name = line.removeprefix("event:").strip()
             elif line.startswith("data:"):
                 data.append(line.removeprefix("data:").strip())
+            elif line == "" and name == "synced":
+                name, data = "message", []
             elif line == "" and data:
                 return Event(name, "\n".join(data))
             elif line == "" and name != "message":

@@ -126,8 +126,14 @@ class _Stream:
                     feed.also(changed, new)
                     watched += new
                     followed = watched[1:]
+                first = not self.sent
                 for region_id, html in self._render(values):
                     yield _region(region_id, html)
+                if first:
+                    # The page is now as current as the server: what a person
+                    # (or a test) does on it from here is not undone by a region
+                    # the stream was still bringing up to date.
+                    yield "event: synced\ndata: {}\n\n"
                 # A read shared with another stream may predate the change this
                 # one was woken for: render again soon rather than wait for another.
                 while read_at >= version and not changed.is_set():

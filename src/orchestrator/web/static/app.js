@@ -45,6 +45,9 @@
       target.innerHTML = region.html;
       refreshTimes(target);
     });
+    source.addEventListener("synced", function () {
+      document.body.classList.add("synced");
+    });
     source.addEventListener("gone", function () {
       source.close();
       const here = location.pathname + location.search;
