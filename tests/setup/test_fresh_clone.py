@@ -5,6 +5,7 @@ runs on: 17 to 20 s, 30 to 40 s while other work kept it busy)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -36,9 +37,13 @@ def first_command() -> str:
 def dry_run(copy: Path, command: str) -> list[str]:
     """What `command`, a make command, would run in `copy`, one line per step."""
     assert command.startswith("make "), command
+    # Run from `make test` (as CI does), make would pass its own flags and
+    # level down and print the directories it enters: as a person runs it.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     made = subprocess.run(
-        ["make", "--dry-run", *command.split()[1:]],
+        ["make", "--dry-run", "--no-print-directory", *command.split()[1:]],
         cwd=copy,
+        env=env,
         check=True,
         capture_output=True,
         text=True,
